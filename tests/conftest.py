@@ -1,0 +1,5 @@
+"""Shared pytest set-up.  Fixture modules of each layer are registered here."""
+
+pytest_plugins = [
+    "tests.fixtures_s3",
+]

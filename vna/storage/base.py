@@ -1,0 +1,67 @@
+"""The blob store protocol every backend implements (modelled on zarr's ``Store``).
+
+Keys are '/'-separated relative paths (no leading '/', no '..' segments).
+Every method is a coroutine; blocking I/O lives in a thread inside the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from vna.errors import BadRequest
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch, last modification
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    url: str
+
+    async def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        """Bytes of ``key`` in [start, end) (end exclusive); NotFound if absent."""
+
+    def stream(
+        self, key: str, start: int | None = None, end: int | None = None, chunk_size: int = 1 << 20
+    ) -> AsyncIterator[bytes]:
+        """The same bytes as ``get`` in chunks, never the whole object in memory."""
+
+    async def put(self, key: str, data: bytes) -> BlobInfo:
+        """Write atomically (readers see the old object or the new, never a part)."""
+
+    async def put_file(self, key: str, path: str) -> BlobInfo:
+        """Write the contents of a local file, streamed (multipart on S3)."""
+
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Write only if ``key`` does not exist; False when it already did."""
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key``; deleting a missing key is not an error."""
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove every key under ``prefix``; returns how many."""
+
+    def list(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
+        """Every key under ``prefix`` (recursive), in no particular order."""
+
+    async def stat(self, key: str) -> BlobInfo:
+        """Size and mtime of ``key``; NotFound if absent."""
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the store's root or are not canonical."""
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise BadRequest(f"invalid blob key {key!r}")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise BadRequest(f"invalid blob key {key!r}")
+    return key

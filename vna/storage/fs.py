@@ -1,0 +1,378 @@
+"""A blob store on a local (or mounted) filesystem.
+
+Keys map to files under ``root``.  Every write goes to a temporary file in
+``root/.vna-tmp`` (same filesystem, so rename is atomic), is fsynced, then
+renamed over the final name and the directory is fsynced: readers see the old
+blob or the new one, never a part, and a crash leaves at most a stray temp file.
+The first key segment ``.vna-tmp`` is therefore reserved.
+
+Each public coroutine does its blocking work in exactly one ``asyncio.to_thread``
+call (``stream`` and ``list`` hop once per chunk/batch), because ``get`` of a
+small range is on the tile server's hot path: open + pread + close, one hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import shutil
+import stat as stat_mod
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from itertools import islice
+
+from vna.errors import BadRequest, NotFound, StorageError
+from vna.storage.base import BlobInfo, check_key
+
+TMP_DIR = ".vna-tmp"
+_LIST_BATCH = 1000
+_STALE_TMP_SECONDS = 3600.0
+# errnos meaning "there is no blob there" when reading
+_MISSING = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
+
+
+@contextlib.contextmanager
+def _oserrors(key: str, *, reading: bool = True) -> Iterator[None]:
+    """Translate OSError into the vna error tree (NotFound / StorageError)."""
+    try:
+        yield
+    except OSError as exc:
+        if reading and exc.errno in _MISSING:
+            raise NotFound(f"blob {key!r} not found") from exc
+        raise StorageError(f"filesystem error on {key!r}: {exc.strerror or exc}") from exc
+
+
+def check_range(start: int | None, end: int | None) -> tuple[int, int | None]:
+    """Normalise a [start, end) range; shared with the S3 backend."""
+    start = 0 if start is None else start
+    if start < 0 or (end is not None and end < start):
+        raise BadRequest(f"invalid byte range [{start}, {end})")
+    return start, end
+
+
+def check_prefix(prefix: str) -> str:
+    """A list/delete prefix: a key, a key followed by '/', or '' (list only)."""
+    if prefix:
+        check_key(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _info(key: str, st: os.stat_result) -> BlobInfo:
+    return BlobInfo(key=key, size=st.st_size, mtime=st.st_mtime)
+
+
+class FileStore:
+    """``BlobStore`` over a directory tree; see the module docstring."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.url = "file://" + self.root
+        self._tmp = os.path.join(self.root, TMP_DIR)
+
+    def __repr__(self) -> str:
+        return f"FileStore({self.root!r})"
+
+    # -- paths ---------------------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        check_key(key)
+        if key.split("/", 1)[0] == TMP_DIR:
+            raise BadRequest(f"blob key {key!r} uses the reserved prefix {TMP_DIR!r}")
+        return os.path.join(self.root, *key.split("/"))
+
+    def _new_tmp(self) -> tuple[int, str]:
+        """Create an exclusive temp file; returns (fd, path)."""
+        path = os.path.join(self._tmp, uuid.uuid4().hex)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            os.makedirs(self._tmp, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        return fd, path
+
+    def _ensure_parent(self, path: str) -> str:
+        """Create the parent directories of ``path``, fsyncing new entries."""
+        parent = os.path.dirname(path)
+        missing = []
+        d = parent
+        while not os.path.isdir(d):
+            missing.append(d)
+            d = os.path.dirname(d)
+        for d in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # a concurrent writer made it
+                os.mkdir(d)
+            _fsync_dir(os.path.dirname(d))
+        return parent
+
+    def _publish(self, tmp: str, final: str, *, exclusive: bool) -> bool:
+        """Move the finished temp file to ``final``; False if exclusive and taken.
+
+        A concurrent delete may prune the parent directory between creating it
+        and the rename, so recreate it and retry a few times.
+        """
+        for attempt in range(5):
+            parent = self._ensure_parent(final)
+            try:
+                if exclusive:
+                    os.link(tmp, final)  # fails with EEXIST: atomic "if absent"
+                else:
+                    os.replace(tmp, final)
+            except FileExistsError:
+                return False
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
+                continue
+            _fsync_dir(parent)
+            return True
+        return False  # unreachable
+
+    # -- sync bodies (run in a worker thread) --------------------------------
+
+    def _read(self, key: str, start: int, end: int | None) -> bytes:
+        with _oserrors(key):
+            fd = os.open(self._path(key), os.O_RDONLY)
+            try:
+                if end is None:
+                    end = os.fstat(fd).st_size
+                chunks = []
+                pos = start
+                while pos < end:
+                    chunk = os.pread(fd, min(end - pos, 1 << 30), pos)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    pos += len(chunk)
+            finally:
+                os.close(fd)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _write_tmp(self, data: bytes) -> str:
+        fd, tmp = self._new_tmp()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        return tmp
+
+    def _put(self, key: str, data: bytes, exclusive: bool) -> BlobInfo | None:
+        final = self._path(key)
+        with _oserrors(key, reading=False):
+            tmp = self._write_tmp(data)
+            try:
+                if not self._publish(tmp, final, exclusive=exclusive):
+                    return None
+                return _info(key, os.stat(final))
+            finally:  # after a link (or a lost race) the temp name is still there
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+
+    def _copy_tmp(self, src: str) -> str:
+        fd, tmp = self._new_tmp()
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)  # streamed (sendfile on Linux), never whole in memory
+            fd = os.open(tmp, os.O_WRONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return tmp
+
+    def _put_file(self, key: str, src: str, move: bool) -> BlobInfo:
+        final = self._path(key)
+        if not os.path.isfile(src):
+            raise StorageError(f"put_file: {src!r} is not a readable file")
+        with _oserrors(key, reading=False):
+            if move and self._try_move(src, final):
+                return _info(key, os.stat(final))
+            tmp = self._copy_tmp(src)
+            try:
+                self._publish(tmp, final, exclusive=False)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            if move:
+                os.unlink(src)
+            return _info(key, os.stat(final))
+
+    def _try_move(self, src: str, final: str) -> bool:
+        """Rename ``src`` into place when on the same filesystem."""
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data must be durable before the name is
+        finally:
+            os.close(fd)
+        try:
+            parent = self._ensure_parent(final)
+            os.replace(src, final)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                return False
+            raise
+        _fsync_dir(parent)
+        return True
+
+    def _stat(self, key: str) -> BlobInfo:
+        with _oserrors(key):
+            st = os.stat(self._path(key))
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise NotFound(f"blob {key!r} not found")
+        return _info(key, st)
+
+    def _prune(self, path: str) -> None:
+        """Remove now-empty parent directories up to (not including) root."""
+        d = os.path.dirname(path)
+        while d != self.root and d.startswith(self.root):
+            try:
+                os.rmdir(d)
+            except OSError:
+                return
+            d = os.path.dirname(d)
+
+    def _delete(self, key: str) -> bool:
+        path = self._path(key)
+        with _oserrors(key, reading=False):
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            self._prune(path)
+        return True
+
+    def _walk(self, prefix: str) -> Iterator[BlobInfo]:
+        """Every blob whose key starts with ``prefix``, depth first."""
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        top = os.path.join(self.root, *base.split("/")) if base else self.root
+        stack = [(top, base)]
+        while stack:
+            directory, rel = stack.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                key = f"{rel}/{entry.name}" if rel else entry.name
+                if not rel and entry.name == TMP_DIR:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if key.startswith(prefix) or prefix.startswith(key + "/"):
+                        stack.append((entry.path, key))
+                elif key.startswith(prefix) and entry.is_file():
+                    try:
+                        info = _info(key, entry.stat())
+                    except FileNotFoundError:  # deleted meanwhile
+                        continue
+                    yield info
+
+    def _sweep_tmp(self) -> None:
+        """Drop temp files a crashed writer left behind (old enough to be dead)."""
+        os.makedirs(self._tmp, exist_ok=True)
+        cutoff = time.time() - _STALE_TMP_SECONDS
+        for entry in os.scandir(self._tmp):
+            with contextlib.suppress(OSError):
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+
+    # -- the BlobStore protocol ----------------------------------------------
+
+    async def open(self) -> None:
+        """Create the root if needed and sweep stale temp files (optional)."""
+        with _oserrors(self.root, reading=False):
+            await asyncio.to_thread(self._sweep_tmp)
+
+    async def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        start, end = check_range(start, end)
+        return await asyncio.to_thread(self._read, key, start, end)
+
+    async def stream(
+        self, key: str, start: int | None = None, end: int | None = None, chunk_size: int = 1 << 20
+    ) -> AsyncIterator[bytes]:
+        start, end = check_range(start, end)
+        path = self._path(key)
+        with _oserrors(key):
+            f = await asyncio.to_thread(open, path, "rb", buffering=0)
+        try:
+            pos = start
+            while end is None or pos < end:
+                n = chunk_size if end is None else min(chunk_size, end - pos)
+                with _oserrors(key):
+                    chunk = await asyncio.to_thread(os.pread, f.fileno(), n, pos)
+                if not chunk:
+                    break
+                pos += len(chunk)
+                yield chunk
+        finally:
+            f.close()
+
+    async def put(self, key: str, data: bytes) -> BlobInfo:
+        info = await asyncio.to_thread(self._put, key, bytes(data), False)
+        assert info is not None
+        return info
+
+    async def put_file(self, key: str, path: str, *, move: bool = False) -> BlobInfo:
+        """Copy ``path`` in (streamed); with ``move`` rename it when possible.
+
+        After ``move=True`` the source file is gone either way.
+        """
+        return await asyncio.to_thread(self._put_file, key, os.fspath(path), move)
+
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        return await asyncio.to_thread(self._put, key, bytes(data), True) is not None
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._delete, key)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        if not prefix:
+            raise BadRequest("delete_prefix needs a non-empty prefix")
+        check_prefix(prefix)
+
+        def run() -> int:
+            with _oserrors(prefix, reading=False):
+                return sum(self._delete(info.key) for info in list(self._walk(prefix)))
+
+        return await asyncio.to_thread(run)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
+        walker = self._walk(check_prefix(prefix))
+        while True:
+            with _oserrors(prefix, reading=False):
+                batch = await asyncio.to_thread(lambda: list(islice(walker, _LIST_BATCH)))
+            for info in batch:
+                yield info
+            if len(batch) < _LIST_BATCH:
+                return
+
+    async def stat(self, key: str) -> BlobInfo:
+        return await asyncio.to_thread(self._stat, key)
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await self.stat(key)
+        except NotFound:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Nothing to release: files are opened and closed per call."""

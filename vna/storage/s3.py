@@ -1,0 +1,318 @@
+"""A blob store on any S3-compatible object store, through the ``minio`` client.
+
+One synchronous ``Minio`` client is shared by every call: it is thread-safe and
+pools connections (urllib3 sized for ~32 concurrent requests).  Each coroutine
+does its blocking work in one ``asyncio.to_thread`` call (``stream`` and
+``list`` hop once per chunk/page).  S3 writes are atomic by nature: an object
+(multipart included) becomes visible only when complete.
+
+Keys live under ``prefix`` inside ``bucket``.  ``open()`` creates the bucket if
+it is missing; call it once after ``make_store`` (other operations on a missing
+bucket fail with StorageError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from itertools import islice
+from typing import Any
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+
+from vna.errors import BadRequest, NotFound, StorageError
+from vna.storage.base import BlobInfo, check_key
+from vna.storage.fs import check_prefix, check_range
+
+DEFAULT_PART_SIZE = 16 << 20
+MIN_PART_SIZE = 5 << 20  # S3's minimum multipart part size
+POOL_SIZE = 32
+_LIST_BATCH = 1000
+_CONDITIONAL_RETRIES = 5
+
+
+@contextlib.contextmanager
+def _s3errors(what: str) -> Iterator[None]:
+    """Translate minio / urllib3 failures into the vna error tree."""
+    try:
+        yield
+    except S3Error as exc:
+        if exc.code in ("NoSuchKey", "NoSuchObject"):
+            raise NotFound(f"blob {what!r} not found") from exc
+        raise StorageError(f"S3 error on {what!r}: {exc.code}: {exc.message}") from exc
+    except (ServerError, InvalidResponseError, MinioException) as exc:
+        raise StorageError(f"S3 error on {what!r}: {exc}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise StorageError(f"S3 unreachable for {what!r}: {exc}") from exc
+
+
+def _http_pool(secure: bool) -> urllib3.PoolManager:
+    """One pool for the whole store; retries only transient server errors."""
+    kwargs: dict[str, Any] = {}
+    if secure:
+        kwargs = {
+            "cert_reqs": "CERT_REQUIRED",
+            "ca_certs": os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        }
+    return urllib3.PoolManager(
+        maxsize=POOL_SIZE,
+        block=False,
+        timeout=urllib3.Timeout(connect=10, read=120),
+        retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        **kwargs,
+    )
+
+
+class S3Store:
+    """``BlobStore`` over an S3 bucket; see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint: str,
+        bucket: str,
+        prefix: str = "",
+        access_key: str | None,
+        secret_key: str | None,
+        session_token: str | None = None,
+        region: str = "us-east-1",
+        secure: bool = True,
+        part_size: int = DEFAULT_PART_SIZE,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise BadRequest(f"S3 part size must be at least {MIN_PART_SIZE} bytes")
+        self.url = url
+        self.endpoint = endpoint
+        self.secure = secure
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.part_size = part_size
+        self._http = _http_pool(secure)
+        self._client = Minio(
+            endpoint,  # "host:port"
+            access_key=access_key,
+            secret_key=secret_key,
+            session_token=session_token,
+            secure=secure,
+            region=region,
+            http_client=self._http,
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r})"
+
+    def _name(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    # -- sync bodies (run in a worker thread) --------------------------------
+
+    def _open(self) -> None:
+        with _s3errors(self.bucket):
+            if self._client.bucket_exists(self.bucket):
+                return
+            try:
+                self._client.make_bucket(self.bucket)
+            except S3Error as exc:  # another process created it meanwhile
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+    def _get(self, key: str, start: int, end: int | None) -> bytes:
+        name = self._name(key)
+        if end == start:  # an empty range: S3 has no way to ask for it
+            self._stat(key)
+            return b""
+        length = 0 if end is None else end - start  # minio: 0 means "to the end"
+        with _s3errors(key):
+            try:
+                resp = self._client.get_object(self.bucket, name, offset=start, length=length)
+            except S3Error as exc:
+                if exc.code == "InvalidRange":  # start at or past the end of the object
+                    return b""
+                raise
+            try:
+                return resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
+
+    def _put(self, key: str, data: bytes) -> BlobInfo:
+        name = self._name(key)
+        with _s3errors(key):
+            self._client.put_object(
+                self.bucket, name, io.BytesIO(data), len(data), part_size=self.part_size
+            )
+        # PUT returns no Last-Modified; the client clock is close enough for callers
+        return BlobInfo(key=key, size=len(data), mtime=time.time())
+
+    def _put_file(self, key: str, path: str, move: bool) -> BlobInfo:
+        name = self._name(key)
+        try:
+            size = os.stat(path).st_size
+        except OSError as exc:
+            raise StorageError(f"put_file: cannot read {path!r}: {exc.strerror}") from exc
+        with _s3errors(key):
+            # multipart, streamed part by part from the file
+            self._client.fput_object(self.bucket, name, path, part_size=self.part_size)
+        if move:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return BlobInfo(key=key, size=size, mtime=time.time())
+
+    def _put_if_absent(self, key: str, data: bytes) -> bool:
+        """A conditional PUT (``If-None-Match: *``): the server decides atomically.
+
+        SeaweedFS and AWS S3 honour it (412 when the key exists).  AWS may
+        answer 409 ConditionalRequestConflict while a competing conditional
+        write is in flight; retrying then gets the final answer.  minio's public
+        put_object turns unknown headers into user metadata, hence _put_object.
+        """
+        name = self._name(key)
+        headers = {"If-None-Match": "*", "Content-Type": "application/octet-stream"}
+        for attempt in range(_CONDITIONAL_RETRIES):
+            with _s3errors(key):
+                try:
+                    self._client._put_object(self.bucket, name, data, headers=headers)
+                    return True
+                except S3Error as exc:
+                    if exc.code == "PreconditionFailed" or exc.response.status == 412:
+                        return False
+                    if exc.response.status != 409 or attempt == _CONDITIONAL_RETRIES - 1:
+                        raise
+            time.sleep(0.05 * (attempt + 1))
+        return False  # unreachable
+
+    def _stat(self, key: str) -> BlobInfo:
+        name = self._name(key)
+        with _s3errors(key):
+            obj = self._client.stat_object(self.bucket, name)
+        mtime = obj.last_modified.timestamp() if obj.last_modified else 0.0
+        return BlobInfo(key=key, size=obj.size or 0, mtime=mtime)
+
+    def _delete(self, key: str) -> None:
+        name = self._name(key)
+        with _s3errors(key):
+            try:
+                self._client.remove_object(self.bucket, name)
+            except S3Error as exc:
+                if exc.code != "NoSuchKey":
+                    raise
+
+    def _iter(self, prefix: str) -> Iterator[BlobInfo]:
+        objects = self._client.list_objects(
+            self.bucket, prefix=self.prefix + prefix, recursive=True
+        )
+        cut = len(self.prefix)
+        for obj in objects:
+            if obj.is_dir or not obj.object_name:
+                continue
+            mtime = obj.last_modified.timestamp() if obj.last_modified else 0.0
+            yield BlobInfo(key=obj.object_name[cut:], size=obj.size or 0, mtime=mtime)
+
+    def _delete_prefix(self, prefix: str) -> int:
+        with _s3errors(prefix):
+            names = [self.prefix + info.key for info in self._iter(prefix)]
+            # remove_objects is lazy: it sends batches of 1000 as errors are read
+            errors = list(self._client.remove_objects(self.bucket, map(DeleteObject, names)))
+        failed = [e for e in errors if e.code != "NoSuchKey"]
+        if failed:
+            raise StorageError(
+                f"S3 delete_prefix {prefix!r}: {len(failed)} failed, first: "
+                f"{failed[0].name}: {failed[0].code}"
+            )
+        return len(names) - len(errors)
+
+    # -- the BlobStore protocol ----------------------------------------------
+
+    async def open(self) -> None:
+        """Create the bucket if it does not exist yet."""
+        await asyncio.to_thread(self._open)
+
+    async def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        start, end = check_range(start, end)
+        return await asyncio.to_thread(self._get, key, start, end)
+
+    async def stream(
+        self, key: str, start: int | None = None, end: int | None = None, chunk_size: int = 1 << 20
+    ) -> AsyncIterator[bytes]:
+        start, end = check_range(start, end)
+        if end == start:
+            await self.stat(key)
+            return
+        name = self._name(key)
+        length = 0 if end is None else end - start
+
+        def fetch() -> Any:
+            try:
+                return self._client.get_object(self.bucket, name, offset=start, length=length)
+            except S3Error as exc:
+                if exc.code == "InvalidRange":
+                    return None
+                raise
+
+        with _s3errors(key):
+            resp = await asyncio.to_thread(fetch)
+        if resp is None:
+            return
+        try:
+            chunks = resp.stream(chunk_size)
+            while True:
+                with _s3errors(key):
+                    chunk = await asyncio.to_thread(next, chunks, None)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    async def put(self, key: str, data: bytes) -> BlobInfo:
+        return await asyncio.to_thread(self._put, key, bytes(data))
+
+    async def put_file(self, key: str, path: str, *, move: bool = False) -> BlobInfo:
+        """Upload ``path`` (multipart, streamed); with ``move`` delete it afterwards."""
+        return await asyncio.to_thread(self._put_file, key, os.fspath(path), move)
+
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        return await asyncio.to_thread(self._put_if_absent, key, bytes(data))
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._delete, key)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        if not prefix:
+            raise BadRequest("delete_prefix needs a non-empty prefix")
+        check_prefix(prefix)
+        return await asyncio.to_thread(self._delete_prefix, prefix)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
+        pages = self._iter(check_prefix(prefix))
+        while True:
+            with _s3errors(prefix):
+                batch = await asyncio.to_thread(lambda: list(islice(pages, _LIST_BATCH)))
+            for info in batch:
+                yield info
+            if len(batch) < _LIST_BATCH:
+                return
+
+    async def stat(self, key: str) -> BlobInfo:
+        return await asyncio.to_thread(self._stat, key)
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await self.stat(key)
+        except NotFound:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Close the pooled connections; the store is unusable afterwards."""
+        self._http.clear()

@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.fixtures_s3",
+    "tests.fixtures_server",
 ]

@@ -1,0 +1,104 @@
+"""A live vna server on an ephemeral port, on either storage backend.
+
+The server runs its own event loop in a thread, so synchronous clients
+(dicomweb-client, dcmtk subprocesses) can talk to it from the test body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from vna.app import create_app
+from vna.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    settings: Settings
+    url: str  # http://127.0.0.1:PORT
+    app: web.Application
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def dicomweb(self) -> str:
+        return self.url + self.settings.base_path
+
+    def call(self, coro):
+        """Run a coroutine on the server's loop (e.g. to reach the archive)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(120)
+
+
+def start_server(settings: Settings) -> Iterator[LiveServer]:
+    loop = asyncio.new_event_loop()
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False)
+    host, port = settings.http_host_port
+    started = threading.Event()
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.TCPSite(runner, host, port).start())
+        except BaseException as exc:  # surfaced to the test below
+            failure.append(exc)
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=serve, name="vna-test-server", daemon=True)
+    thread.start()
+    started.wait(60)
+    if failure:
+        raise failure[0]
+    try:
+        yield LiveServer(settings, f"http://{host}:{port}", app, loop)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(60)
+
+
+def make_settings(tmp: Path, storage: str = "", **kw) -> Settings:
+    return Settings(
+        data=str(tmp),
+        storage=storage,
+        http=f"127.0.0.1:{free_port()}",
+        dimse="",
+        dev=True,
+        **kw,
+    )
+
+
+@pytest.fixture(params=["fs", pytest.param("s3", marks=pytest.mark.s3)])
+def vna_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
+    """vna on the filesystem store, then on S3 (SeaweedFS)."""
+    storage = ""
+    if request.param == "s3":
+        s3 = request.getfixturevalue("s3_env")
+        storage = s3.url(bucket=f"vna-{uuid.uuid4().hex[:12]}", prefix="archive")
+    yield from start_server(make_settings(tmp_path / "data", storage))
+
+
+@pytest.fixture
+def fs_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """vna on the embedded default only, for edge behaviour not tied to storage."""
+    yield from start_server(make_settings(tmp_path / "data"))

@@ -1,0 +1,278 @@
+"""The archive service: the one place DICOMweb, DIMSE and the CLI store and read.
+
+Store order is blob first, then index.  An instance is acknowledged only after
+its blob is durable and its index row committed; a crash between the two leaves
+an orphan blob (swept by ``vna fsck``), never an index row pointing at nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vna.dicom import ParsedInstance, parse_part10
+from vna.errors import (
+    Conflict,
+    IntegrityError,
+    NotFound,
+    StudyMismatch,
+    VnaError,
+)
+from vna.index.base import (
+    AddOutcome,
+    DuplicatePolicy,
+    FindResult,
+    Index,
+    InstanceRecord,
+    Query,
+)
+from vna.storage.base import BlobStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BLOB_PREFIX = "dicom/"
+
+
+@dataclass(slots=True)
+class StoreResult:
+    """What happened to one instance offered for storage."""
+
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    outcome: AddOutcome | None = None
+    error: VnaError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def warning(self) -> str | None:
+        if self.outcome is AddOutcome.DUPLICATE:
+            return "duplicate: the same instance is already stored"
+        if self.outcome is AddOutcome.SUPERSEDED:
+            return "different content under an existing SOP Instance UID: kept as a superseded version"
+        if self.outcome is AddOutcome.REPLACED:
+            return "different content under an existing SOP Instance UID: replaced the current version"
+        return None
+
+
+def blob_key(parsed: ParsedInstance) -> str:
+    """Content-addressed per instance, so versions sit side by side and a retry
+    of the same bytes lands on the same key."""
+    return (
+        f"{BLOB_PREFIX}{parsed.study_instance_uid}/{parsed.series_instance_uid}/"
+        f"{parsed.sop_instance_uid}/{parsed.identity}.dcm"
+    )
+
+
+class Archive:
+    def __init__(
+        self,
+        store: BlobStore,
+        index: Index,
+        *,
+        tmp_dir: str | Path,
+        executor: Executor | None = None,
+        policy: DuplicatePolicy = DuplicatePolicy.KEEP,
+    ) -> None:
+        self.store = store
+        self.index = index
+        self.tmp_dir = Path(tmp_dir)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.executor = executor
+        self.policy = policy
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Blocking or CPU work, off the event loop, in the archive's bounded pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def spool_path(self) -> str:
+        """A fresh temp file path in the spool dir (the caller writes and owns it)."""
+        fd, path = tempfile.mkstemp(dir=self.tmp_dir, suffix=".part")
+        os.close(fd)
+        return path
+
+    async def spool(self, chunks: AsyncIterable[bytes]) -> str:
+        """Write a stream to a fresh spool file, off the event loop; returns its path."""
+        path = self.spool_path()
+        f = await self.run(open, path, "wb")
+        try:
+            async for chunk in chunks:
+                await self.run(f.write, chunk)
+        except BaseException:
+            await self.run(f.close)
+            await self.run(unlink_quietly, path)
+            raise
+        await self.run(f.close)
+        return path
+
+    # -- store -----------------------------------------------------------------
+    async def store_file(
+        self,
+        path: str,
+        *,
+        source: str = "",
+        expected_study: str | None = None,
+        site: str | None = None,
+    ) -> StoreResult:
+        """Archive the Part-10 file at ``path`` (consumed: moved or deleted).
+
+        Never raises for bad input: the failure is in ``StoreResult.error``.
+        """
+        result = StoreResult()
+        try:
+            parsed = await self.run(parse_part10, path)
+            result.sop_class_uid = parsed.sop_class_uid
+            result.sop_instance_uid = parsed.sop_instance_uid
+            result.study_instance_uid = parsed.study_instance_uid
+            result.series_instance_uid = parsed.series_instance_uid
+            if expected_study and parsed.study_instance_uid != expected_study:
+                raise StudyMismatch(
+                    f"instance belongs to study {parsed.study_instance_uid}, "
+                    f"not {expected_study} named in the URL"
+                )
+            result.outcome = await self._store_parsed(path, parsed, source, site)
+        except VnaError as exc:
+            result.error = exc
+        finally:
+            await self.run(unlink_quietly, path)
+        return result
+
+    async def store_bytes(self, data: bytes, **kwargs: Any) -> StoreResult:
+        path = self.spool_path()
+        await self.run(Path(path).write_bytes, data)
+        return await self.store_file(path, **kwargs)
+
+    async def _store_parsed(
+        self, path: str, parsed: ParsedInstance, source: str, site: str | None
+    ) -> AddOutcome:
+        existing = await self.index.versions(parsed.sop_instance_uid)
+        if any(v.identity == parsed.identity for v in existing):
+            return AddOutcome.DUPLICATE
+        if existing and self.policy is DuplicatePolicy.REJECT:
+            raise Conflict(
+                f"SOP Instance {parsed.sop_instance_uid} is already stored with different content"
+            )
+        key = blob_key(parsed)
+        await self.store.put_file(key, path)  # durable before the index knows of it
+        rec = make_record(parsed, key, source, site)
+        outcome = await self.index.add(rec, self.policy)
+        if outcome is AddOutcome.CONFLICT:
+            # a concurrent store of the same SOP won the race; our blob is unreferenced
+            await self.store.delete(key)
+            raise Conflict(
+                f"SOP Instance {parsed.sop_instance_uid} is already stored with different content"
+            )
+        return outcome
+
+    # -- query and read ----------------------------------------------------------
+    async def find(self, query: Query) -> FindResult:
+        return await self.index.find(query)
+
+    async def instances(
+        self, study: str, series: str | None = None, sop: str | None = None
+    ) -> list[InstanceRecord]:
+        recs = await self.index.instances(study, series, sop)
+        if not recs:
+            what = "instance" if sop else "series" if series else "study"
+            raise NotFound(f"no such {what}: {sop or series or study}")
+        return recs
+
+    async def read_instance(self, rec: InstanceRecord) -> bytes:
+        """The stored bytes, checked against the checksum taken when stored."""
+        data = await self.store.get(rec.blob_key)
+        digest = await self.run(_sha256, data)
+        if digest != rec.sha256:
+            raise IntegrityError(f"blob of {rec.sop_instance_uid} fails its checksum")
+        return data
+
+    async def stream_instance(self, rec: InstanceRecord) -> AsyncIterator[bytes]:
+        """The stored bytes in chunks; a checksum mismatch raises at the end, so the
+        caller aborts the response instead of completing it."""
+        h = hashlib.sha256()
+        async for chunk in self.store.stream(rec.blob_key):
+            h.update(chunk)
+            yield chunk
+        if h.hexdigest() != rec.sha256:
+            raise IntegrityError(f"blob of {rec.sop_instance_uid} fails its checksum")
+
+    async def read_frames(self, rec: InstanceRecord, numbers: list[int]) -> list[bytes] | None:
+        """Frames as stored, by byte range; None when they are not locatable
+        (deflated, or no pixel data) and must be decoded instead."""
+        for n in numbers:
+            if not 1 <= n <= rec.num_frames:
+                raise NotFound(f"frame {n} is outside 1..{rec.num_frames}")
+        if rec.frames is None:
+            return None
+        out = []
+        for n in numbers:
+            parts = [await self.store.get(rec.blob_key, off, off + ln) for off, ln in rec.frames[n - 1]]
+            out.append(b"".join(parts))
+        return out
+
+    async def verify(self, sop_instance_uid: str, sop_class_uid: str | None = None) -> bool:
+        """Storage commitment: is the instance indexed and its blob intact?"""
+        try:
+            rec = await self.index.get(sop_instance_uid)
+        except NotFound:
+            return False
+        if sop_class_uid and rec.sop_class_uid != sop_class_uid:
+            return False
+        try:
+            await self.read_instance(rec)
+        except VnaError:
+            return False
+        return True
+
+    async def delete(self, study: str, series: str | None = None, sop: str | None = None) -> int:
+        """Index rows first: a crash after leaves orphan blobs, never dangling rows."""
+        removed = await self.index.delete(study, series, sop)
+        if not removed:
+            raise NotFound(f"nothing to delete at {'/'.join(x for x in (study, series, sop) if x)}")
+        for rec in removed:
+            await self.store.delete(rec.blob_key)
+        return len(removed)
+
+
+def make_record(parsed: ParsedInstance, key: str, source: str, site: str | None) -> InstanceRecord:
+    return InstanceRecord(
+        sop_instance_uid=parsed.sop_instance_uid,
+        sop_class_uid=parsed.sop_class_uid,
+        study_instance_uid=parsed.study_instance_uid,
+        series_instance_uid=parsed.series_instance_uid,
+        transfer_syntax_uid=parsed.transfer_syntax_uid,
+        blob_key=key,
+        size=parsed.size,
+        sha256=parsed.sha256,
+        identity=parsed.identity,
+        num_frames=parsed.num_frames,
+        frames=parsed.frames,
+        metadata=parsed.metadata,
+        stored_at=time.time(),
+        source=source,
+        site=site,
+    )
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

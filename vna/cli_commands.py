@@ -1,0 +1,180 @@
+"""The subcommands of ``vna``: thin wrappers over the archive service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from vna.archive import Archive, StoreResult
+from vna.archive.maintenance import fsck, reindex
+from vna.archive.runtime import open_archive
+from vna.cli import command, run
+from vna.index.base import AddOutcome
+from vna.settings import Settings
+
+IMPORT_PARALLEL = 8
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--http", help="HOST:PORT for HTTP (default 127.0.0.1:8080)")
+    p.add_argument("--dimse", help="HOST:PORT for DIMSE (default 127.0.0.1:11112; '' disables)")
+    p.add_argument("--ae-title", dest="ae_title", help="our AE title (default VNA)")
+    p.add_argument("--workers", type=int, help="serving processes")
+    p.add_argument("--dev", action="store_true", help="development mode: no authentication")
+
+
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", help="DICOM files or folders (recursive)")
+
+
+def _fsck_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sweep", type=float, metavar="SECONDS", help="delete orphan blobs older than SECONDS"
+    )
+
+
+def _no_args(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+PARSERS = {
+    "serve": ("run the archive (DICOMweb, DIMSE, slides, viewer)", _serve_args),
+    "import": ("import DICOM files and folders", _import_args),
+    "reindex": ("rebuild the index from the blobs", _no_args),
+    "fsck": ("verify every blob's checksum and find orphans", _fsck_args),
+    "demo": ("import the demo study (made on first use)", _no_args),
+}
+
+
+@command("serve")
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from vna.app import create_app
+
+    host, port = settings.http_host_port
+    if settings.dev:
+        print("WARNING: development mode: authentication is off", file=sys.stderr)
+    web.run_app(create_app(settings), host=host, port=port, print=lambda m: print(m, flush=True))
+    return 0
+
+
+def _files(paths: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file()))
+        elif p.is_file():
+            out.append(p)
+        else:
+            print(f"not found: {p}", file=sys.stderr)
+    return out
+
+
+async def _import_one(archive: Archive, path: Path) -> StoreResult:
+    # the archive consumes what it stores, and these files are the user's: copy
+    spool = archive.spool_path()
+    await archive.run(shutil.copyfile, path, spool)
+    return await archive.store_file(spool, source="import")
+
+
+async def import_files(settings: Settings, paths: list[str], quiet: bool = False) -> Counter:
+    files = _files(paths)
+    counts: Counter = Counter()
+    gate = asyncio.Semaphore(IMPORT_PARALLEL)
+    async with open_archive(settings) as archive:
+        with tqdm(total=len(files), unit="file", disable=quiet, file=sys.stderr) as bar:
+
+            async def one(path: Path) -> None:
+                async with gate:
+                    result = await _import_one(archive, path)
+                bar.update()
+                if result.ok:
+                    counts["duplicates" if result.outcome is AddOutcome.DUPLICATE else "stored"] += 1
+                    if result.outcome in (AddOutcome.SUPERSEDED, AddOutcome.REPLACED):
+                        counts[str(result.outcome.value)] += 1
+                else:
+                    counts["failed"] += 1
+                    tqdm.write(f"failed: {path}: {result.error}", file=sys.stderr)
+
+            await asyncio.gather(*(one(f) for f in files))
+    return counts
+
+
+@command("import")
+def import_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    counts = run(import_files(settings, args.paths))
+    print(
+        f"stored {counts['stored']}, duplicates {counts['duplicates']}, failed {counts['failed']}"
+        + (f", superseded {counts['superseded']}" if counts["superseded"] else "")
+        + (f", replaced {counts['replaced']}" if counts["replaced"] else "")
+    )
+    return 0 if counts["stored"] + counts["duplicates"] or not counts["failed"] else 1
+
+
+def _bar(desc: str):
+    bar = tqdm(desc=desc, unit="blob", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, progress
+
+
+@command("reindex")
+def reindex_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    async def go():
+        async with open_archive(settings) as archive:
+            bar, progress = _bar("reindex")
+            with bar:
+                return await reindex(archive, progress)
+
+    report = run(go())
+    for key, reason in report.failed:
+        print(f"not indexed: {key}: {reason}", file=sys.stderr)
+    print(f"indexed {report.indexed}, failed {len(report.failed)}")
+    return 0 if not report.failed else 1
+
+
+@command("fsck")
+def fsck_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    async def go():
+        async with open_archive(settings) as archive:
+            bar, progress = _bar("fsck")
+            with bar:
+                return await fsck(archive, sweep_older_than=args.sweep, progress=progress)
+
+    r = run(go())
+    for key in r.missing:
+        print(f"MISSING blob: {key}")
+    for key in r.corrupt:
+        print(f"CORRUPT blob (checksum mismatch): {key}")
+    for key in r.orphans:
+        print(f"orphan blob (no index row): {key}")
+    print(
+        f"checked {r.checked}, missing {len(r.missing)}, corrupt {len(r.corrupt)}, "
+        f"orphans {len(r.orphans)}, swept {r.swept}"
+    )
+    return 0 if r.ok else 1
+
+
+@command("demo")
+def demo_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    from vna.testdata.dicom import demo_study
+
+    cache = Path(settings.data).resolve() / "demo"
+    if not cache.exists():
+        os.makedirs(cache, exist_ok=True)
+        demo_study(str(cache))
+    counts = run(import_files(settings, [str(cache)], quiet=True))
+    print(f"demo study: stored {counts['stored']}, already there {counts['duplicates']}")
+    return 0 if not counts["failed"] else 1

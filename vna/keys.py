@@ -1,0 +1,17 @@
+"""Typed application keys shared by the app factory and the route modules."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute
+
+from vna.archive import Archive
+from vna.index.base import Index
+from vna.settings import Settings
+from vna.storage.base import BlobStore
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", BlobStore)
+INDEX = web.AppKey("index", Index)
+ARCHIVE = web.AppKey("archive", Archive)
+PERMISSIONS = web.AppKey("permissions", dict[AbstractRoute, str])

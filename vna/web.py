@@ -1,0 +1,102 @@
+"""Edge concerns shared by every route: the error middleware, CORS, and the
+permission each route declares (enforced in one place once access control lands)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from vna.errors import NotReady, VnaError, http_status
+from vna.keys import PERMISSIONS, SETTINGS
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Permissions a route may declare.
+PUBLIC, READ, STORE, DELETE, ADMIN = "public", "read", "store", "delete", "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    permission: str
+
+
+def add_routes(app: web.Application, routes: list[Route]) -> None:
+    perms = app.setdefault(PERMISSIONS, {})
+    for r in routes:
+        perms[app.router.add_route(r.method, r.path, r.handler)] = r.permission
+
+
+def route_permission(request: web.Request) -> str:
+    """What the matched route declared; undeclared routes are admin-only."""
+    return request.app[PERMISSIONS].get(request.match_info.route, ADMIN)
+
+
+def error_body(status: int, message: str, reason: int | None = None) -> web.Response:
+    body = {"status": status, "error": message}
+    if reason is not None:
+        body["failureReason"] = reason
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as a status and a message, never a stack trace."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except NotReady as exc:
+        resp = error_body(503, exc.message)
+        resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
+    except VnaError as exc:
+        return error_body(http_status(exc), exc.message, exc.failure_reason)
+    except (ConnectionResetError, TimeoutError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_body(500, "internal server error")
+
+
+CORS_HEADERS = "Accept, Content-Type, Authorization, If-None-Match, X-CSRF-Token"
+CORS_EXPOSE = "Content-Type, Content-Location, ETag, Warning, Retry-After"
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answers CORS preflights from allowed origins; other requests pass through."""
+    if (
+        request.method == "OPTIONS"
+        and "Access-Control-Request-Method" in request.headers
+        and _allowed_origin(request)
+    ):
+        return web.Response(status=204)
+    return await handler(request)
+
+
+def _allowed_origin(request: web.Request) -> str | None:
+    origin = request.headers.get("Origin")
+    return origin if origin and origin in request.app[SETTINGS].cors_origins else None
+
+
+async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare hook: reaches streamed responses too, which a middleware
+    returning after ``prepare`` could not change any more."""
+    origin = _allowed_origin(request)
+    if not origin:
+        return
+    h = response.headers
+    h["Access-Control-Allow-Origin"] = origin
+    h["Vary"] = "Origin"
+    h["Access-Control-Allow-Credentials"] = "true"
+    h["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+    h["Access-Control-Allow-Headers"] = CORS_HEADERS
+    h["Access-Control-Expose-Headers"] = CORS_EXPOSE

@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -91,8 +92,16 @@ def _free_ports(n: int) -> list[int]:
         return [s.getsockname()[1] for s in socks]
 
 
+def _socket_dir(data_dir: Path) -> str:
+    """Where weed's unix sockets go (its default, /tmp/seaweedfs-*-PORT.sock, leaks)."""
+    if len(str(data_dir)) < 80:  # sun_path holds 107 bytes
+        return str(data_dir)
+    return tempfile.mkdtemp(prefix="vna-weed-")
+
+
 def _weed_args(weed: str, data_dir: Path, ports: list[int]) -> list[str]:
     s3, s3g, master, masterg, vol, volg, filer, filerg, admin, adming = ports
+    sockets = _socket_dir(data_dir)
     return [
         weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-s3.port={s3}", f"-s3.port.grpc={s3g}",
@@ -101,6 +110,7 @@ def _weed_args(weed: str, data_dir: Path, ports: list[int]) -> list[str]:
         f"-filer.port={filer}", f"-filer.port.grpc={filerg}",
         f"-admin.port={admin}", f"-admin.port.grpc={adming}",
         "-s3.port.iceberg=0", "-s3.port.lance=0",
+        f"-s3.localSocket={sockets}/s3.sock", f"-filer.localSocket={sockets}/filer.sock",
         "-master.volumeSizeLimitMB=64", "-webdav=false", "-admin.ui=false",
     ]  # fmt: skip
 

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
+from minio import Minio
+from minio.error import S3Error
 
 from vna.errors import BadRequest, NotFound, StorageError
 from vna.storage import BlobInfo, BlobStore, make_store
@@ -295,6 +297,10 @@ async def test_s3_wrong_secret_is_storage_error(s3_server) -> None:
     finally:
         await store.close()
     assert "forbidden" not in {o.object_name for o in s3_server.client().list_objects("vna-test")}
+    anonymous = Minio(s3_server.endpoint.split("://")[1], secure=False, region=s3_server.region)
+    with pytest.raises(S3Error) as denied:
+        anonymous.list_buckets()
+    assert denied.value.response.status == 403
 
 
 @pytest.mark.s3

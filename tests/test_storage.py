@@ -394,3 +394,18 @@ def test_make_store_s3_needs_credentials(monkeypatch: pytest.MonkeyPatch) -> Non
         make_store("s3://bucket?endpoint=http://127.0.0.1:1")
     store = make_store("s3://bucket?endpoint=http://127.0.0.1:1", access_key="k", secret_key="s")
     assert isinstance(store, S3Store)
+
+
+async def test_concurrent_puts_and_deletes_in_one_directory(blob_store: BlobStore) -> None:
+    # deletes prune empty directories on a filesystem; puts racing them must still land
+    async def churn(i: int) -> None:
+        for round_ in range(5):
+            await blob_store.put(f"dir/sub/k{i}", f"{i}.{round_}".encode())
+            if round_ < 4:
+                await blob_store.delete(f"dir/sub/k{i}")
+
+    await asyncio.gather(*(churn(i) for i in range(8)))
+    assert await keys_of(blob_store, "dir/") == {f"dir/sub/k{i}": 3 for i in range(8)}
+    assert [await blob_store.get(f"dir/sub/k{i}") for i in range(8)] == [
+        f"{i}.4".encode() for i in range(8)
+    ]

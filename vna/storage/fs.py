@@ -122,8 +122,8 @@ class FileStore:
         and the rename, so recreate it and retry a few times.
         """
         for attempt in range(5):
-            parent = self._ensure_parent(final)
             try:
+                parent = self._ensure_parent(final)
                 if exclusive:
                     os.link(tmp, final)  # fails with EEXIST: atomic "if absent"
                 else:

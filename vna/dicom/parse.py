@@ -1,0 +1,222 @@
+"""Parse a stored Part-10 instance: identity, checksums, frame map, DICOM JSON.
+
+``parse_part10`` is synchronous (the archive runs it in a thread) and reads large
+values never: the structural walker (``vna.dicom.walk``) maps and checks the file,
+pydicom decodes the small values (``defer_size``, ``stop_before_pixels``).  Every
+failure is an ``InvalidDicom`` with a message a human can act on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from vna.dicom import frames as _frames
+from vna.dicom.metadata import dataset_json, pixel_json
+from vna.dicom.walk import (
+    DEFLATED,
+    EXPLICIT_BE,
+    IMPLICIT_LE,
+    Element,
+    Walker,
+    detect_implicit,
+    read_file_meta,
+)
+from vna.errors import InvalidDicom
+from vna.index.base import FrameSegments, InstanceRecord
+
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_CHUNK = 1 << 20
+DEFER_SIZE = 1024  # values above this stay on disk while parsing
+REQUIRED_UIDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+def valid_uid(value: str) -> bool:
+    """A UID per PS3.5 9.1: at most 64 characters, digits separated by single dots."""
+    return 0 < len(value) <= 64 and _UID_RE.match(value) is not None
+
+
+def check_uid(name: str, value: object) -> str:
+    """``value`` as a str UID, or InvalidDicom naming the attribute."""
+    text = str(value).strip("\0 ") if value is not None else ""
+    if not text:
+        raise InvalidDicom(f"{name} is missing or empty")
+    if not valid_uid(text):
+        raise InvalidDicom(
+            f"{name} {text[:80]!r} is not a valid UID (at most 64 digits and single dots)"
+        )
+    return text
+
+
+@dataclass(slots=True)
+class ParsedInstance:
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    size: int
+    sha256: str
+    identity: str
+    meta_end: int
+    num_frames: int
+    frames: list[FrameSegments] | None
+    metadata: dict[str, Any]
+
+    def to_record(self, blob_key: str, **extra: Any) -> InstanceRecord:
+        """The index record for this instance stored under ``blob_key``."""
+        return InstanceRecord(
+            sop_instance_uid=self.sop_instance_uid,
+            sop_class_uid=self.sop_class_uid,
+            study_instance_uid=self.study_instance_uid,
+            series_instance_uid=self.series_instance_uid,
+            transfer_syntax_uid=self.transfer_syntax_uid,
+            blob_key=blob_key,
+            size=self.size,
+            sha256=self.sha256,
+            identity=self.identity,
+            num_frames=self.num_frames,
+            frames=self.frames,
+            metadata=self.metadata,
+            **extra,
+        )
+
+
+def _hashes(fp: BinaryIO, meta_end: int) -> tuple[str, str]:
+    """SHA-256 of the whole file and of the dataset after the file meta group."""
+    whole, identity = hashlib.sha256(), hashlib.sha256()
+    fp.seek(0)
+    head = fp.read(meta_end)
+    whole.update(head)
+    while chunk := fp.read(_CHUNK):
+        whole.update(chunk)
+        identity.update(chunk)
+    return whole.hexdigest(), identity.hexdigest()
+
+
+def _inflate(fp: BinaryIO, meta_end: int) -> bytes:
+    fp.seek(meta_end)
+    try:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        data = inflater.decompress(fp.read()) + inflater.flush()
+    except zlib.error as exc:
+        raise InvalidDicom(f"deflated dataset cannot be inflated: {exc}") from None
+    if not inflater.eof:
+        raise InvalidDicom("truncated file: the deflated dataset ends before its end marker")
+    return data
+
+
+def _walk(fp: BinaryIO, size: int, meta_end: int, ts: str) -> tuple[Walker, list[Element]]:
+    """Map the top-level elements, checking every length against the file."""
+    if ts in DEFLATED:
+        data = _inflate(fp, meta_end)
+        fp, size, meta_end = io.BytesIO(data), len(data), 0
+    implicit = detect_implicit(fp, meta_end, size, ts == IMPLICIT_LE)
+    walker = Walker(fp, size, implicit=implicit, little=ts != EXPLICIT_BE)
+    elements, _ = walker.elements(meta_end)
+    return walker, elements
+
+
+def _read_values(path: str, deflated: bool) -> Dataset:
+    """The dataset's values up to the pixel data, large ones left on disk."""
+    try:
+        return pydicom.dcmread(
+            path, defer_size=None if deflated else DEFER_SIZE, stop_before_pixels=True, force=True
+        )
+    except Exception as exc:  # noqa: BLE001 -- pydicom raises many types
+        raise InvalidDicom(f"unreadable DICOM dataset: {exc}") from None
+
+
+def _int(ds: Dataset, keyword: str, default: int) -> int:
+    try:
+        value = ds.get(keyword, default)
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _frame_map(
+    fp: BinaryIO, walker: Walker, top: dict[int, Element], ds: Dataset, ts: str
+) -> tuple[int, list[FrameSegments] | None]:
+    pixel = top.get(0x7FE00010)
+    if pixel is None:
+        return 0, None
+    n = max(1, _int(ds, "NumberOfFrames", 1))
+    if ts in DEFLATED:
+        return n, None
+    if pixel.undefined:
+        bot, frags = _frames.fragments(walker, pixel)
+        eot = None
+        if (el := top.get(0x7FE00001)) is not None and not el.undefined:
+            fp.seek(el.offset)
+            eot = fp.read(el.length)
+        return n, _frames.encapsulated_frames(fp, bot, frags, n, eot)
+    if ts == EXPLICIT_BE:  # raw bytes would be big-endian: serve decoded frames
+        return n, None
+    rows, cols, samples, bits = (
+        _int(ds, k, 0) for k in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated")
+    )
+    if str(ds.get("PhotometricInterpretation", "")).startswith("YBR_") and "422" in str(
+        ds.get("PhotometricInterpretation")
+    ):
+        samples = 2  # native 4:2:2 stores two samples per pixel (PS3.5 8.2.1)
+    return n, _frames.native_frames(pixel, n, rows, cols, samples, bits)
+
+
+def _parse_open(fp: BinaryIO, path: str, size: int) -> ParsedInstance:
+    meta, meta_end = read_file_meta(fp, size)
+    if 0x00020010 not in meta:
+        raise InvalidDicom("the file meta group has no TransferSyntaxUID (0002,0010)")
+    ts = check_uid("TransferSyntaxUID", meta[0x00020010].decode("ascii", "replace"))
+    walker, elements = _walk(fp, size, meta_end, ts)
+    top = {el.tag: el for el in elements}
+    ds = _read_values(path, ts in DEFLATED)
+    uids = {name: check_uid(name, ds.get(name)) for name in REQUIRED_UIDS}
+    num_frames, frame_map = _frame_map(fp, walker, top, ds, ts)
+    try:
+        metadata = dataset_json(ds)
+    except Exception as exc:  # noqa: BLE001 -- pydicom conversion errors
+        raise InvalidDicom(f"cannot convert the dataset to DICOM JSON: {exc}") from None
+    if (pixel := top.get(0x7FE00010) or top.get(0x7FE00008) or top.get(0x7FE00009)) is not None:
+        metadata[f"{pixel.tag:08X}"] = pixel_json(
+            pixel, walker.implicit, _int(ds, "BitsAllocated", 16)
+        )
+    whole, identity = _hashes(fp, meta_end)
+    return ParsedInstance(
+        sop_instance_uid=uids["SOPInstanceUID"],
+        sop_class_uid=uids["SOPClassUID"],
+        study_instance_uid=uids["StudyInstanceUID"],
+        series_instance_uid=uids["SeriesInstanceUID"],
+        transfer_syntax_uid=ts,
+        size=size,
+        sha256=whole,
+        identity=identity,
+        meta_end=meta_end,
+        num_frames=num_frames,
+        frames=frame_map,
+        metadata=metadata,
+    )
+
+
+def parse_part10(path: str | Path) -> ParsedInstance:
+    """Parse the Part-10 file at ``path``; InvalidDicom when it is not a complete,
+    readable instance with valid identifying UIDs."""
+    path = str(path)
+    try:
+        with open(path, "rb") as fp:
+            size = fp.seek(0, 2)
+            return _parse_open(fp, path, size)
+    except InvalidDicom:
+        raise
+    except OSError as exc:
+        raise InvalidDicom(f"cannot read {Path(path).name}: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 -- never let a library error escape
+        raise InvalidDicom(f"unreadable DICOM: {type(exc).__name__}: {exc}") from None

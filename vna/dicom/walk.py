@@ -1,0 +1,193 @@
+"""A structural walker over a Part-10 file: element headers only, never values.
+
+pydicom gives us decoded values but not a trustworthy map of where each value
+lies (and it happily reads past the end of a truncated file).  This walker reads
+only the 8/12-byte headers and skips values with ``seek``, so a multi-GB
+whole-slide instance is mapped in bounded memory, every declared length is checked
+against the file size (truncation is detected, not guessed), and the exact
+absolute offsets of top-level values and of encapsulated fragments come out.
+
+It needs no data dictionary: an undefined-length value is always a list of items
+(a sequence or encapsulated pixel data), and defined-length values are skipped.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from vna.errors import InvalidDicom
+
+ITEM = 0xFFFEE000
+ITEM_DELIM = 0xFFFEE00D
+SEQ_DELIM = 0xFFFEE0DD
+UNDEFINED = 0xFFFFFFFF
+# Explicit VRs whose header has 2 reserved bytes and a 32-bit length (PS3.5 7.1.2).
+LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+MAX_DEPTH = 64  # nesting limit, so hostile input cannot exhaust the stack
+
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
+DEFLATED = frozenset({"1.2.840.10008.1.2.1.99"})
+
+
+@dataclass(slots=True, frozen=True)
+class Element:
+    """Where one element lies in the file (absolute offsets)."""
+
+    tag: int
+    vr: str | None  # None in implicit VR
+    header: int  # offset of the tag
+    offset: int  # offset of the value
+    length: int  # bytes of the value (computed for undefined length, delimiter excluded)
+    undefined: bool  # encoded with undefined length (sequence of items)
+
+
+def tag_str(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+class Walker:
+    """Walks a dataset stored in ``fp`` (``size`` bytes) with the given encoding."""
+
+    def __init__(self, fp: BinaryIO, size: int, *, implicit: bool, little: bool = True) -> None:
+        self.fp, self.size, self.implicit = fp, size, implicit
+        endian = "<" if little else ">"
+        self._tag_len = struct.Struct(endian + "HHL")
+        self._short = struct.Struct(endian + "HH2sH")
+        self._u32 = struct.Struct(endian + "L")
+
+    def implicit_twin(self) -> Walker:
+        return self if self.implicit else Walker(self.fp, self.size, implicit=True)
+
+    def _read(self, pos: int, n: int, what: str) -> bytes:
+        self.fp.seek(pos)
+        data = self.fp.read(n)
+        if len(data) != n:
+            raise InvalidDicom(
+                f"truncated file: {what} at offset {pos} runs past the end ({self.size} bytes)"
+            )
+        return data
+
+    def header(self, pos: int) -> Element:
+        """Decode the element header at ``pos`` (value not read)."""
+        g, e, length = self._tag_len.unpack(self._read(pos, 8, "element header"))
+        tag = g << 16 | e
+        if g == 0xFFFE or self.implicit:
+            return Element(tag, None, pos, pos + 8, length, length == UNDEFINED)
+        _, _, vr, short_len = self._short.unpack(self._read(pos, 8, "element header"))
+        if not (vr.isalpha() and vr.isupper()):
+            raise InvalidDicom(f"invalid VR {vr!r} for {tag_str(tag)} at offset {pos}")
+        if vr in LONG_VRS:
+            (length,) = self._u32.unpack(self._read(pos + 8, 4, "element length"))
+            return Element(tag, vr.decode(), pos, pos + 12, length, length == UNDEFINED)
+        return Element(tag, vr.decode(), pos, pos + 8, short_len, False)
+
+    def _check(self, el: Element) -> None:
+        if el.offset + el.length > self.size:
+            raise InvalidDicom(
+                f"truncated file: {tag_str(el.tag)} at offset {el.header} declares "
+                f"{el.length} bytes but the file ends at {self.size}"
+            )
+
+    def elements(
+        self, pos: int, end: int | None = None, depth: int = 0
+    ) -> tuple[list[Element], int]:
+        """Elements from ``pos`` until ``end`` (or EOF, or, inside an undefined-length
+        item, its item delimiter); returns them and the offset where it stopped."""
+        out: list[Element] = []
+        limit = self.size if end is None else end
+        while pos < limit:
+            el = self.header(pos)
+            if el.tag == ITEM_DELIM and depth > 0:
+                break
+            if el.undefined:
+                # PS3.5 6.2.2: an undefined-length UN value is encoded as Implicit VR LE
+                walker = self.implicit_twin() if el.vr == "UN" else self
+                stop = walker.items_end(el.offset, depth + 1, el.tag)
+                el = Element(el.tag, el.vr, el.header, el.offset, stop - 8 - el.offset, True)
+                pos = stop
+            else:
+                self._check(el)
+                pos = el.offset + el.length
+            out.append(el)
+        return out, pos
+
+    def item_list(self, pos: int, depth: int, owner: int) -> list[Element]:
+        """The items of an undefined-length value starting at ``pos``, ending with
+        the sequence delimiter."""
+        if depth > MAX_DEPTH:
+            raise InvalidDicom(f"sequences nested deeper than {MAX_DEPTH} levels")
+        items: list[Element] = []
+        while True:
+            g, e, length = self._tag_len.unpack(self._read(pos, 8, f"item of {tag_str(owner)}"))
+            tag = g << 16 | e
+            if tag == SEQ_DELIM:
+                items.append(Element(tag, None, pos, pos + 8, 0, False))
+                return items
+            if tag != ITEM:
+                raise InvalidDicom(
+                    f"expected an item in {tag_str(owner)} at offset {pos}, found {tag_str(tag)}"
+                )
+            if length == UNDEFINED:
+                _, stop = self.elements(pos + 8, None, depth)
+                if self.header(stop).tag != ITEM_DELIM:
+                    raise InvalidDicom(f"item of {tag_str(owner)} at offset {pos} has no delimiter")
+                items.append(Element(tag, None, pos, pos + 8, stop - pos - 8, True))
+                pos = stop + 8
+            else:
+                el = Element(tag, None, pos, pos + 8, length, False)
+                self._check(el)
+                items.append(el)
+                pos = el.offset + length
+
+    def items_end(self, pos: int, depth: int, owner: int) -> int:
+        """Offset just after the sequence delimiter of the item list at ``pos``."""
+        last = self.item_list(pos, depth, owner)[-1]
+        return last.offset
+
+
+VALID_VRS = frozenset(
+    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN "
+    b"UR US UT UV".split()
+)
+
+
+def detect_implicit(fp: BinaryIO, pos: int, size: int, declared_implicit: bool) -> bool:
+    """Whether the dataset at ``pos`` really is implicit VR.
+
+    Some writers declare one encoding and write the other (pydicom tolerates it, as
+    do we): the first element's would-be VR bytes tell.
+    """
+    if size - pos < 8:
+        return declared_implicit
+    fp.seek(pos + 4)
+    return fp.read(2) not in VALID_VRS
+
+
+def read_file_meta(fp: BinaryIO, size: int) -> tuple[dict[int, bytes], int]:
+    """The file meta group's values (tag -> raw bytes) and the offset where the
+    dataset starts.  Raises InvalidDicom when there is no Part-10 header."""
+    fp.seek(0)
+    head = fp.read(132)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        raise InvalidDicom("not a DICOM Part-10 file: no 'DICM' prefix after the 128-byte preamble")
+    implicit = detect_implicit(fp, 132, size, False)
+    walker = Walker(fp, size, implicit=implicit)
+    meta: dict[int, bytes] = {}
+    pos = 132
+    while pos + 8 <= size:
+        fp.seek(pos)
+        (group,) = struct.unpack("<H", fp.read(2))
+        if group != 0x0002:
+            break
+        el = walker.header(pos)
+        if el.undefined:
+            raise InvalidDicom(f"file meta element {tag_str(el.tag)} has an undefined length")
+        walker._check(el)
+        meta[el.tag] = walker._read(el.offset, el.length, "file meta value")
+        pos = el.offset + el.length
+    if not meta:
+        raise InvalidDicom("the file has no file meta information group (0002,xxxx)")
+    return meta, pos

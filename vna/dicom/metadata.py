@@ -17,9 +17,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.datadict import dictionary_VR
 
 from vna.dicom.walk import Element
 

@@ -174,6 +174,10 @@ class S3Store:
         answer 409 ConditionalRequestConflict while a competing conditional
         write is in flight; retrying then gets the final answer.  minio's public
         put_object turns unknown headers into user metadata, hence _put_object.
+        Caveat: if a 5xx is retried by the pool after the server had in fact
+        stored our object, the retry gets 412 and we report False for our own
+        write; callers that must know should compare content after False.
+        SeaweedFS sometimes holds a losing request ~1 s before its 412.
         """
         name = self._name(key)
         headers = {"If-None-Match": "*", "Content-Type": "application/octet-stream"}

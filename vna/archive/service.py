@@ -167,7 +167,9 @@ class Archive:
                 f"SOP Instance {parsed.sop_instance_uid} is already stored with different content"
             )
         key = blob_key(parsed)
-        await self.store.put_file(key, path)  # durable before the index knows of it
+        # durable before the index knows of it; on a local store the spool file is
+        # renamed into place, so the bytes are written once
+        await self.store.put_file(key, path, move=True)
         rec = make_record(parsed, key, source, site)
         outcome = await self.index.add(rec, self.policy)
         if outcome is AddOutcome.CONFLICT:

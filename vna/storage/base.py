@@ -24,6 +24,9 @@ class BlobInfo:
 class BlobStore(Protocol):
     url: str
 
+    async def open(self) -> None:
+        """Prepare the store (create the root or bucket); call once before use."""
+
     async def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         """Bytes of ``key`` in [start, end) (end exclusive); NotFound if absent."""
 
@@ -35,8 +38,10 @@ class BlobStore(Protocol):
     async def put(self, key: str, data: bytes) -> BlobInfo:
         """Write atomically (readers see the old object or the new, never a part)."""
 
-    async def put_file(self, key: str, path: str) -> BlobInfo:
-        """Write the contents of a local file, streamed (multipart on S3)."""
+    async def put_file(self, key: str, path: str, *, move: bool = False) -> BlobInfo:
+        """Write the contents of a local file, streamed (multipart on S3).  With
+        ``move`` the file is consumed: renamed into place where the filesystem
+        allows, else deleted after the upload."""
 
     async def put_if_absent(self, key: str, data: bytes) -> bool:
         """Write only if ``key`` does not exist; False when it already did."""

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pydicom
-import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
@@ -18,11 +17,17 @@ from vna.testdata import dicom as td
 
 def stow(server, parts: list[bytes], study: str | None = None, ctype=None) -> requests.Response:
     boundary = "vnatestboundary"
-    body = b"".join(
-        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n" for p in parts
-    ) + f"--{boundary}--\r\n".encode()
+    body = (
+        b"".join(
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
+            for p in parts
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
     url = server.dicomweb + "/studies" + (f"/{study}" if study else "")
-    headers = {"Content-Type": ctype or f'multipart/related; type="application/dicom"; boundary={boundary}'}
+    headers = {
+        "Content-Type": ctype or f'multipart/related; type="application/dicom"; boundary={boundary}'
+    }
     return requests.post(url, data=body, headers=headers, timeout=60)
 
 
@@ -58,11 +63,17 @@ def test_stow_qido_wado_round_trip(vna_server):
             f"/instances/{ds.SOPInstanceUID}"
         )
         got = web.retrieve_instance(
-            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID,
+            ds.StudyInstanceUID,
+            ds.SeriesInstanceUID,
+            ds.SOPInstanceUID,
             media_types=(("application/dicom", "*"),),
         )
         assert got.SOPInstanceUID == ds.SOPInstanceUID
-        raw = requests.get(url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}, timeout=30)
+        raw = requests.get(
+            url,
+            headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+            timeout=30,
+        )
         assert raw.status_code == 200
         assert sent in raw.content  # the stored bytes come back unchanged, byte for byte
 
@@ -72,7 +83,9 @@ def test_metadata_round_trip(vna_server):
     web = client(vna_server)
     web.store_instances(study)
     ds = study[0]
-    meta = web.retrieve_instance_metadata(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    meta = web.retrieve_instance_metadata(
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+    )
     assert meta["00100010"]["Value"][0]["Alphabetic"] == str(ds.PatientName)
     assert meta["00080018"]["Value"] == [ds.SOPInstanceUID]
     bulk = meta["7FE00010"]["BulkDataURI"]
@@ -89,7 +102,10 @@ def test_frames_native_and_passthrough(vna_server):
     web = client(vna_server)
     web.store_instances([native])
     frames = web.retrieve_instance_frames(
-        native.StudyInstanceUID, native.SeriesInstanceUID, native.SOPInstanceUID, frame_numbers=[1, 3],
+        native.StudyInstanceUID,
+        native.SeriesInstanceUID,
+        native.SOPInstanceUID,
+        frame_numbers=[1, 3],
         media_types=("application/octet-stream",),
     )
     arr = native.pixel_array
@@ -97,13 +113,20 @@ def test_frames_native_and_passthrough(vna_server):
     assert frames[1] == arr[2].tobytes()
 
     # a JPEG frame split over several fragments comes back whole, as stored
-    jpeg = td.compressed(td.make_us_multiframe(seed=33), JPEGBaseline8Bit, fragments_per_frame=3, bot=False)
+    jpeg = td.compressed(
+        td.make_us_multiframe(seed=33), JPEGBaseline8Bit, fragments_per_frame=3, bot=False
+    )
     web.store_instances([jpeg])
     got = web.retrieve_instance_frames(
-        jpeg.StudyInstanceUID, jpeg.SeriesInstanceUID, jpeg.SOPInstanceUID, frame_numbers=[2],
+        jpeg.StudyInstanceUID,
+        jpeg.SeriesInstanceUID,
+        jpeg.SOPInstanceUID,
+        frame_numbers=[2],
         media_types=(("image/jpeg", JPEGBaseline8Bit),),
     )
-    expected = list(pydicom.encaps.generate_frames(jpeg.PixelData, number_of_frames=int(jpeg.NumberOfFrames)))[1]
+    expected = list(
+        pydicom.encaps.generate_frames(jpeg.PixelData, number_of_frames=int(jpeg.NumberOfFrames))
+    )[1]
     assert got[0] == expected
     assert got[0].startswith(b"\xff\xd8")
 
@@ -124,14 +147,24 @@ def test_compressed_default_is_explicit_le_and_star_is_stored(vna_server):
     ds = pydicom.dcmread(io.BytesIO(part))
     assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert np.array_equal(ds.pixel_array, ct.pixel_array)  # lossless: same pixels
-    stored = requests.get(url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}, timeout=30)
+    stored = requests.get(
+        url,
+        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+        timeout=30,
+    )
     assert _single_part(stored) == sent
     # frames: stored codestream as-is when asked with transfer-syntax=*
-    fr = requests.get(url + "/frames/1", headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}, timeout=30)
+    fr = requests.get(
+        url + "/frames/1",
+        headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'},
+        timeout=30,
+    )
     assert fr.status_code == 200
     assert "image/jls" in fr.headers["Content-Type"] or "image/jls" in fr.text[:300]
     # a transfer syntax we cannot produce is 406
-    bad = requests.get(url + "/frames/1", headers={"Accept": 'multipart/related; type="video/mpeg"'}, timeout=30)
+    bad = requests.get(
+        url + "/frames/1", headers={"Accept": 'multipart/related; type="video/mpeg"'}, timeout=30
+    )
     assert bad.status_code == 406
 
 
@@ -149,18 +182,47 @@ def test_rendered_and_thumbnail_and_wado_uri(fs_server):
     ds = td.make_ct(seed=5, rows=128, cols=96)
     assert stow(fs_server, [td.to_bytes(ds)]).status_code == 200
     inst = f"{fs_server.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
-    r = requests.get(inst + "/rendered", params={"viewport": "64,64", "quality": "80"}, headers={"Accept": "image/jpeg"}, timeout=30)
+    r = requests.get(
+        inst + "/rendered",
+        params={"viewport": "64,64", "quality": "80"},
+        headers={"Accept": "image/jpeg"},
+        timeout=30,
+    )
     assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
     img = Image.open(io.BytesIO(r.content))
     assert max(img.size) == 64
     png = requests.get(inst + "/frames/1/rendered", headers={"Accept": "image/png"}, timeout=30)
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
-    assert requests.get(inst + "/rendered", params={"window": "40,400,LINEAR"}, timeout=30).status_code == 200
-    thumb = requests.get(f"{fs_server.dicomweb}/studies/{ds.StudyInstanceUID}/thumbnail", timeout=30)
+    assert (
+        requests.get(inst + "/rendered", params={"window": "40,400,LINEAR"}, timeout=30).status_code
+        == 200
+    )
+    thumb = requests.get(
+        f"{fs_server.dicomweb}/studies/{ds.StudyInstanceUID}/thumbnail", timeout=30
+    )
     assert thumb.status_code == 200 and Image.open(io.BytesIO(thumb.content)).size[0] <= 128
-    uri = requests.get(f"{fs_server.url}/wado", params={"requestType": "WADO", "studyUID": ds.StudyInstanceUID, "seriesUID": ds.SeriesInstanceUID, "objectUID": ds.SOPInstanceUID}, timeout=30)
+    uri = requests.get(
+        f"{fs_server.url}/wado",
+        params={
+            "requestType": "WADO",
+            "studyUID": ds.StudyInstanceUID,
+            "seriesUID": ds.SeriesInstanceUID,
+            "objectUID": ds.SOPInstanceUID,
+        },
+        timeout=30,
+    )
     assert uri.status_code == 200 and uri.headers["Content-Type"] == "image/jpeg"
-    raw = requests.get(f"{fs_server.url}/wado", params={"requestType": "WADO", "studyUID": ds.StudyInstanceUID, "seriesUID": ds.SeriesInstanceUID, "objectUID": ds.SOPInstanceUID, "contentType": "application/dicom"}, timeout=30)
+    raw = requests.get(
+        f"{fs_server.url}/wado",
+        params={
+            "requestType": "WADO",
+            "studyUID": ds.StudyInstanceUID,
+            "seriesUID": ds.SeriesInstanceUID,
+            "objectUID": ds.SOPInstanceUID,
+            "contentType": "application/dicom",
+        },
+        timeout=30,
+    )
     assert raw.content == td.to_bytes(ds)
     assert requests.get(inst + "/frames/9/rendered", timeout=30).status_code == 404
 
@@ -184,13 +246,19 @@ def test_bad_input_is_4xx_and_nothing_stored(fs_server):
         failed = r.json()["00081198"]["Value"][0]
         assert failed["00081197"]["Value"][0] in (0xC000, 0xA900, 0x0110)
     # missing boundary, wrong media type, body of garbage
-    assert stow(fs_server, [data], ctype='multipart/related; type="application/dicom"').status_code == 400
+    assert (
+        stow(fs_server, [data], ctype='multipart/related; type="application/dicom"').status_code
+        == 400
+    )
     assert stow(fs_server, [data], ctype="application/json").status_code == 415
     # a study UID in the URL that the instance does not belong to
     r = stow(fs_server, [data], study="1.2.3.4")
     assert r.status_code == 409
     assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xC409]
-    assert requests.post(fs_server.dicomweb + "/studies/1.2..3", data=b"", timeout=30).status_code == 400
+    assert (
+        requests.post(fs_server.dicomweb + "/studies/1.2..3", data=b"", timeout=30).status_code
+        == 400
+    )
     assert _qido(fs_server).json() == []
     assert list((fs_server.settings.tmp_dir).iterdir()) == []  # no spool file left behind
 
@@ -206,7 +274,11 @@ def test_duplicates_and_superseded_versions(fs_server):
     assert r.json()["00081199"]["Value"][0]["00081196"]["Value"] == [0xB000]
     # the original stays current
     url = f"{fs_server.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
-    got = requests.get(url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}, timeout=30)
+    got = requests.get(
+        url,
+        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+        timeout=30,
+    )
     assert _single_part(got) == td.to_bytes(ds)
 
 
@@ -240,24 +312,39 @@ def test_delete_and_cors(fs_server):
     assert stow(fs_server, [td.to_bytes(ds)]).status_code == 200
     r = _qido(fs_server)
     assert "Access-Control-Allow-Origin" not in r.headers
-    r = requests.get(fs_server.dicomweb + "/studies", headers={"Origin": "http://viewer.example"}, timeout=30)
+    r = requests.get(
+        fs_server.dicomweb + "/studies", headers={"Origin": "http://viewer.example"}, timeout=30
+    )
     assert r.headers["Access-Control-Allow-Origin"] == "http://viewer.example"
-    pre = requests.options(fs_server.dicomweb + "/studies", headers={"Origin": "http://viewer.example", "Access-Control-Request-Method": "GET"}, timeout=30)
+    pre = requests.options(
+        fs_server.dicomweb + "/studies",
+        headers={"Origin": "http://viewer.example", "Access-Control-Request-Method": "GET"},
+        timeout=30,
+    )
     assert pre.status_code == 204
     d = requests.delete(f"{fs_server.dicomweb}/studies/{ds.StudyInstanceUID}", timeout=30)
     assert d.status_code == 200 and d.json()["deleted"] == 1
     assert _qido(fs_server).json() == []
-    assert requests.delete(f"{fs_server.dicomweb}/studies/{ds.StudyInstanceUID}", timeout=30).status_code == 404
+    assert (
+        requests.delete(
+            f"{fs_server.dicomweb}/studies/{ds.StudyInstanceUID}", timeout=30
+        ).status_code
+        == 404
+    )
     assert requests.get(fs_server.url + "/healthz", timeout=30).json() == {"status": "ok"}
 
 
 def test_charsets_returned_correctly(fs_server):
     datasets = []
     for patient in range(len(td.PATIENTS)):
-        datasets += td.make_study(seed=100 + patient, modalities=("CT",), n_instances=1, patient=patient)
+        datasets += td.make_study(
+            seed=100 + patient, modalities=("CT",), n_instances=1, patient=patient
+        )
     assert stow(fs_server, [td.to_bytes(d) for d in datasets]).status_code == 200
     for ds in datasets:
-        found = _qido(fs_server, PatientID=ds.PatientID, StudyInstanceUID=ds.StudyInstanceUID).json()
+        found = _qido(
+            fs_server, PatientID=ds.PatientID, StudyInstanceUID=ds.StudyInstanceUID
+        ).json()
         assert len(found) == 1
         name = found[0]["00100010"]["Value"][0]
         assert name["Alphabetic"] == str(ds.PatientName).split("=")[0]

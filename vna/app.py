@@ -9,7 +9,7 @@ from aiohttp import web
 
 from vna.archive.runtime import open_archive
 from vna.dicomweb import routes as dicomweb_routes
-from vna.keys import ARCHIVE, INDEX, SETTINGS, STORE
+from vna.keys import ARCHIVE, INDEX, PRIMARY, SETTINGS, STORE
 from vna.settings import Settings
 from vna.web import PUBLIC, Route, add_cors_headers, add_routes, cors_middleware, error_middleware
 
@@ -31,11 +31,14 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, primary: bool = True) -> web.Application:
+    """``primary`` is False in the extra processes of ``--workers N``: they serve HTTP
+    only, while the primary also runs the DIMSE service and background builds."""
     app = web.Application(
         middlewares=[cors_middleware, error_middleware], client_max_size=CLIENT_MAX_SIZE
     )
     app[SETTINGS] = settings
+    app[PRIMARY] = primary
     app.cleanup_ctx.append(_archive_ctx)
     app.on_response_prepare.append(add_cors_headers)
     add_routes(app, [Route("GET", "/healthz", healthz, PUBLIC)])

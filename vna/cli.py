@@ -29,7 +29,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("archive (also VNA_DATA, VNA_STORAGE, VNA_INDEX, VNA_CONFIG)")
     g.add_argument("--config", help="TOML config file")
     g.add_argument("--data", help="data directory (default ./vna-data)")
-    g.add_argument("--storage", help="blob store URL: file:///path or s3://BUCKET/PREFIX?endpoint=URL")
+    g.add_argument(
+        "--storage", help="blob store URL: file:///path or s3://BUCKET/PREFIX?endpoint=URL"
+    )
     g.add_argument("--index", help="index URL: sqlite:///path/index.db")
     g.add_argument("-v", "--verbose", action="store_true")
 

@@ -53,8 +53,22 @@ PARSERS = {
 }
 
 
+def _serve_worker(settings: Settings) -> None:
+    """An extra HTTP-only serving process of ``--workers N``."""
+    from aiohttp import web
+
+    from vna.app import create_app
+
+    host, port = settings.http_host_port
+    web.run_app(
+        create_app(settings, primary=False), host=host, port=port, reuse_port=True, print=None
+    )
+
+
 @command("serve")
 def serve(settings: Settings, args: argparse.Namespace) -> int:
+    import multiprocessing
+
     from aiohttp import web
 
     from vna.app import create_app
@@ -62,7 +76,28 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     host, port = settings.http_host_port
     if settings.dev:
         print("WARNING: development mode: authentication is off", file=sys.stderr)
-    web.run_app(create_app(settings), host=host, port=port, print=lambda m: print(m, flush=True))
+    # several processes on one port (SO_REUSEPORT): the kernel spreads connections,
+    # past what one event loop can serve
+    ctx = multiprocessing.get_context("spawn")
+    extra = [
+        ctx.Process(target=_serve_worker, args=(settings,), daemon=True)
+        for _ in range(settings.workers - 1)
+    ]
+    for proc in extra:
+        proc.start()
+    try:
+        web.run_app(
+            create_app(settings),
+            host=host,
+            port=port,
+            reuse_port=bool(extra),
+            print=lambda m: print(m, flush=True),
+        )
+    finally:
+        for proc in extra:
+            proc.terminate()
+        for proc in extra:
+            proc.join(10)
     return 0
 
 
@@ -97,7 +132,9 @@ async def import_files(settings: Settings, paths: list[str], quiet: bool = False
                     result = await _import_one(archive, path)
                 bar.update()
                 if result.ok:
-                    counts["duplicates" if result.outcome is AddOutcome.DUPLICATE else "stored"] += 1
+                    counts[
+                        "duplicates" if result.outcome is AddOutcome.DUPLICATE else "stored"
+                    ] += 1
                     if result.outcome in (AddOutcome.SUPERSEDED, AddOutcome.REPLACED):
                         counts[str(result.outcome.value)] += 1
                 else:

@@ -15,3 +15,5 @@ STORE = web.AppKey("store", BlobStore)
 INDEX = web.AppKey("index", Index)
 ARCHIVE = web.AppKey("archive", Archive)
 PERMISSIONS = web.AppKey("permissions", dict[AbstractRoute, str])
+# True in the one serving process that owns the DIMSE service and background work
+PRIMARY = web.AppKey("primary", bool)

@@ -80,13 +80,17 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
         try:
             return DuplicatePolicy(str(value).lower())
         except ValueError:
-            raise BadRequest(f"duplicate_policy must be keep, reject or replace, not {value!r}") from None
+            raise BadRequest(
+                f"duplicate_policy must be keep, reject or replace, not {value!r}"
+            ) from None
     if name == "peers":
         return [p if isinstance(p, Peer) else Peer(**p) for p in value]
     if name in _LISTS and isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     if isinstance(current, bool):
-        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+        return (
+            value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+        )
     if isinstance(current, int):
         return int(value)
     if isinstance(current, float):
@@ -94,7 +98,9 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
     return value
 
 
-def load_settings(config: str | None = None, env: dict[str, str] | None = None, **cli: Any) -> Settings:
+def load_settings(
+    config: str | None = None, env: dict[str, str] | None = None, **cli: Any
+) -> Settings:
     """Merge the sources in order; ``cli`` values of None mean "not given"."""
     env = os.environ if env is None else env
     settings = Settings()

@@ -8,6 +8,7 @@ an orphan blob (swept by ``vna fsck``), never an index row pointing at nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -63,9 +64,13 @@ class StoreResult:
         if self.outcome is AddOutcome.DUPLICATE:
             return "duplicate: the same instance is already stored"
         if self.outcome is AddOutcome.SUPERSEDED:
-            return "different content under an existing SOP Instance UID: kept as a superseded version"
+            return (
+                "different content under an existing SOP Instance UID: kept as a superseded version"
+            )
         if self.outcome is AddOutcome.REPLACED:
-            return "different content under an existing SOP Instance UID: replaced the current version"
+            return (
+                "different content under an existing SOP Instance UID: replaced the current version"
+            )
         return None
 
 
@@ -221,7 +226,9 @@ class Archive:
             return None
         out = []
         for n in numbers:
-            parts = [await self.store.get(rec.blob_key, off, off + ln) for off, ln in rec.frames[n - 1]]
+            parts = [
+                await self.store.get(rec.blob_key, off, off + ln) for off, ln in rec.frames[n - 1]
+            ]
             out.append(b"".join(parts))
         return out
 
@@ -274,7 +281,5 @@ def _sha256(data: bytes) -> str:
 
 
 def unlink_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -14,7 +14,7 @@ class MultipartStream:
     def __init__(self, request: web.Request, part_type: str, **params: str) -> None:
         self.request = request
         self.boundary = secrets.token_hex(16)
-        extra = "".join(f'; {k.replace("_", "-")}={v}' for k, v in params.items())
+        extra = "".join(f"; {k.replace('_', '-')}={v}" for k, v in params.items())
         self.response = web.StreamResponse(
             headers={
                 "Content-Type": f'multipart/related; type="{part_type}"{extra}; boundary={self.boundary}'
@@ -27,7 +27,9 @@ class MultipartStream:
             await self.response.prepare(self.request)
             self.started = True
 
-    async def part(self, content_type: str, body: bytes | AsyncIterable[bytes], location: str = "") -> None:
+    async def part(
+        self, content_type: str, body: bytes | AsyncIterable[bytes], location: str = ""
+    ) -> None:
         await self._start()
         head = f"--{self.boundary}\r\nContent-Type: {content_type}\r\n"
         if location:

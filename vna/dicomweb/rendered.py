@@ -62,7 +62,9 @@ def render_options(params: MultiMapping[str]) -> dict:
     return opts
 
 
-async def _render(archive: Archive, rec: InstanceRecord, frame: int | None, media: str, opts: dict) -> bytes:
+async def _render(
+    archive: Archive, rec: InstanceRecord, frame: int | None, media: str, opts: dict
+) -> bytes:
     if frame is not None and not 1 <= frame <= max(rec.num_frames, 1):
         raise NotFound(f"frame {frame} is outside 1..{rec.num_frames}")
     data = await archive.read_instance(rec)
@@ -94,7 +96,9 @@ async def thumbnail(request: web.Request) -> web.Response:
     opts.setdefault("viewport", THUMBNAIL_SIZE)
     frame = (rec.num_frames + 1) // 2 if rec.num_frames > 1 else None
     body = await _render(archive, rec, frame, media, opts)
-    return web.Response(body=body, content_type=media, headers={"Cache-Control": "private, max-age=3600"})
+    return web.Response(
+        body=body, content_type=media, headers={"Cache-Control": "private, max-age=3600"}
+    )
 
 
 async def wado_uri(request: web.Request) -> web.Response:
@@ -109,10 +113,16 @@ async def wado_uri(request: web.Request) -> web.Response:
     rec = (await archive.instances(study, series, sop))[0]
     ctype = q.get("contentType", "image/jpeg").split(",")[0].strip().lower()
     if ctype == DICOM:
-        ts, body = await _instance_body(archive, rec, q.get("transferSyntax", rec.transfer_syntax_uid))
+        ts, body = await _instance_body(
+            archive, rec, q.get("transferSyntax", rec.transfer_syntax_uid)
+        )
         if not isinstance(body, bytes):
             body = b"".join([chunk async for chunk in body])
-        return web.Response(body=body, content_type=DICOM, headers={"Content-Disposition": f'attachment; filename="{sop}.dcm"'})
+        return web.Response(
+            body=body,
+            content_type=DICOM,
+            headers={"Content-Disposition": f'attachment; filename="{sop}.dcm"'},
+        )
     if ctype not in IMAGE_TYPES:
         raise NotAcceptable(f"contentType {ctype} is not served")
     opts = _uri_render_options(q)

@@ -37,7 +37,9 @@ def _check_body_type(request: web.Request) -> None:
         raise UnsupportedMediaType(f"STOW-RS needs multipart/related, not {ctype or 'nothing'}")
     part_type = params.get("type", "application/dicom").lower()
     if part_type != "application/dicom":
-        raise UnsupportedMediaType(f"only type=application/dicom parts are accepted, not {part_type}")
+        raise UnsupportedMediaType(
+            f"only type=application/dicom parts are accepted, not {part_type}"
+        )
     if "boundary" not in params:
         raise BadRequest("multipart/related body without a boundary parameter")
 
@@ -55,7 +57,9 @@ async def _parts(request: web.Request, archive: Archive, study: str | None, sour
             ptype, _ = parse_params(part.headers.get("Content-Type", "application/dicom"))
             if ptype != "application/dicom":
                 await part.release()
-                yield StoreResult(error=InvalidDicom(f"part of type {ptype} is not application/dicom"))
+                yield StoreResult(
+                    error=InvalidDicom(f"part of type {ptype} is not application/dicom")
+                )
                 continue
             path = await archive.spool(_chunks(part))
             yield asyncio.ensure_future(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
+from vna.dicom import valid_uid
 from vna.errors import BadRequest
 
+
 def check_uid(uid: str) -> str:
-    # strict form (PS3.5 9.1) so '/', '..' and other path tricks never reach storage;
-    # leading zeros are tolerated in components since some vendors emit them
-    if not uid or len(uid) > 64 or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", uid):
+    # the same rule the parser applies to stored UIDs, so '/', '..' and other
+    # path tricks never reach storage
+    if not valid_uid(uid):
         raise BadRequest(f"invalid UID {uid!r}")
     return uid

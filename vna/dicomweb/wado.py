@@ -7,7 +7,8 @@ import json
 from aiohttp import web
 
 from vna.archive import Archive
-from vna.dicom import BULK_PREFIX
+from vna.archive.service import unlink_quietly
+from vna.dicom import BULK_PREFIX, read_bulk
 from vna.dicom.transcode import can_transcode, transcode_frames, transcode_part10
 from vna.dicomweb.media import (
     EXPLICIT_LE,
@@ -83,7 +84,10 @@ def instance_url(request: web.Request, rec: InstanceRecord) -> str:
 def metadata_json(request: web.Request, rec: InstanceRecord) -> str:
     # the index holds relative BulkDataURIs; make them absolute for this request
     text = json.dumps(rec.metadata)
-    return text.replace(f'"BulkDataURI": "{BULK_PREFIX}', f'"BulkDataURI": "{instance_url(request, rec)}{BULK_PREFIX}')
+    return text.replace(
+        f'"BulkDataURI": "{BULK_PREFIX}',
+        f'"BulkDataURI": "{instance_url(request, rec)}{BULK_PREFIX}',
+    )
 
 
 async def metadata(request: web.Request) -> web.Response:
@@ -125,7 +129,9 @@ def negotiate_frames(accept: list[MediaRange], stored_ts: str) -> tuple[str, str
             continue
         if ts == stored_ts or can_transcode(stored_ts, ts):
             return r.type, ts
-    raise NotAcceptable("none of the media types in the Accept header can be produced for these frames")
+    raise NotAcceptable(
+        "none of the media types in the Accept header can be produced for these frames"
+    )
 
 
 async def frames(request: web.Request) -> web.StreamResponse:
@@ -133,7 +139,9 @@ async def frames(request: web.Request) -> web.StreamResponse:
     study, series, sop = path_uids(request)
     rec = (await archive.instances(study, series, sop))[0]
     numbers = parse_frame_list(request.match_info["frames"])
-    media, ts = negotiate_frames(parse_accept(request.headers.get("Accept")), rec.transfer_syntax_uid)
+    media, ts = negotiate_frames(
+        parse_accept(request.headers.get("Accept")), rec.transfer_syntax_uid
+    )
     passthrough = ts == rec.transfer_syntax_uid or (
         ts == EXPLICIT_LE and rec.transfer_syntax_uid == "1.2.840.10008.1.2"  # same pixel bytes
     )
@@ -151,12 +159,14 @@ async def frames(request: web.Request) -> web.StreamResponse:
 
 # -- bulkdata --------------------------------------------------------------------
 async def bulkdata(request: web.Request) -> web.StreamResponse:
-    from vna.dicom import read_bulk
-
     archive = request.app[ARCHIVE]
     rec = (await archive.instances(*path_uids(request)))[0]
-    blob = await archive.read_instance(rec)
-    value = await archive.run(read_bulk, blob, BULK_PREFIX + request.match_info["path"])
+    # the walker locating the value needs a file; the checksum is verified on the way
+    path = await archive.spool(archive.stream_instance(rec))
+    try:
+        value = await archive.run(read_bulk, path, BULK_PREFIX + request.match_info["path"])
+    finally:
+        await archive.run(unlink_quietly, path)
     out = MultipartStream(request, "application/octet-stream")
     await out.part("application/octet-stream", value)
     return await out.finish()

@@ -1,0 +1,151 @@
+"""Peers the benchmarks measure vna against, started with their own temporary
+config on free ports, and vna itself as a real `vna serve` subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+ORTHANC_PLUGINS = "/usr/share/orthanc/plugins"
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except Exception:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+@dataclass
+class Peer:
+    name: str
+    http: str  # http://127.0.0.1:PORT
+    dicomweb: str
+    dimse_port: int
+    ae_title: str
+    process: subprocess.Popen
+    data_dir: Path
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server process so far (Linux /proc)."""
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(stat[11]) + int(stat[12])) / ticks
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def orthanc(plugins: list[str] | None = None, extra: dict | None = None) -> Iterator[Peer]:
+    """Orthanc 1.10 from Debian, with its DICOMweb (and optionally WSI) plugin."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-orthanc-"))
+    http, dimse = free_port(), free_port()
+    config = {
+        "Name": "bench",
+        "StorageDirectory": str(tmp / "storage"),
+        "IndexDirectory": str(tmp / "index"),
+        "HttpPort": http,
+        "DicomPort": dimse,
+        "DicomAet": "ORTHANC",
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "UnknownSopClassAccepted": True,
+        "Plugins": plugins if plugins is not None else [ORTHANC_PLUGINS],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "ConcurrentJobs": 2,
+        **(extra or {}),
+    }
+    (tmp / "orthanc.json").write_text(json.dumps(config))
+    with open(tmp / "orthanc.log", "w") as log:
+        proc = subprocess.Popen([ORTHANC, str(tmp / "orthanc.json")], stdout=log, stderr=log)
+    try:
+        wait_http(f"http://127.0.0.1:{http}/system")
+        yield Peer(
+            "orthanc",
+            f"http://127.0.0.1:{http}",
+            f"http://127.0.0.1:{http}/dicom-web",
+            dimse,
+            "ORTHANC",
+            proc,
+            tmp,
+        )
+    finally:
+        _stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def vna(
+    *args: str, env: dict[str, str] | None = None, data_dir: Path | None = None
+) -> Iterator[Peer]:
+    """`vna serve` as a subprocess, the way a hospital runs it."""
+    tmp = data_dir or Path(tempfile.mkdtemp(prefix="bench-vna-"))
+    http, dimse = free_port(), free_port()
+    cmd = [
+        str(VENV_BIN / "vna"),
+        "serve",
+        "--dev",
+        "--data",
+        str(tmp),
+        "--http",
+        f"127.0.0.1:{http}",
+        "--dimse",
+        f"127.0.0.1:{dimse}",
+        *args,
+    ]
+    with open(tmp / "vna.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, **(env or {})})
+    try:
+        wait_http(f"http://127.0.0.1:{http}/healthz")
+        yield Peer(
+            "vna",
+            f"http://127.0.0.1:{http}",
+            f"http://127.0.0.1:{http}/dicom-web",
+            dimse,
+            "VNA",
+            proc,
+            tmp,
+        )
+    finally:
+        _stop(proc)
+        if data_dir is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def median(values: list[float]) -> float:
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2

@@ -245,7 +245,7 @@ def transcode_part10(src: Source, target_ts: str) -> bytes:
 
 def _frame_indices(ds: Dataset, frames: list[int] | None) -> list[int]:
     n = number_of_frames(ds)
-    wanted = list(range(1, n + 1)) if not frames else frames
+    wanted = frames or list(range(1, n + 1))
     for f in wanted:
         if not 1 <= f <= n:
             raise NotFound(f"frame {f} does not exist (the instance has {n})")

@@ -86,8 +86,10 @@ def dataset_json(
 ) -> dict[str, Any]:
     """DICOM JSON of ``ds`` (no group lengths, no file meta, no pixel data)."""
     out: dict[str, Any] = {}
+    # top-level pixel data is described from the walker's map (see pixel_json)
+    skip = (0xFFFCFFFC, *PIXEL_TAGS) if not path else (0xFFFCFFFC,)
     for tag in sorted(ds.keys()):
-        if tag & 0xFFFF == 0 or tag >> 16 == 0x0002 or tag in PIXEL_TAGS or tag == 0xFFFCFFFC:
+        if tag & 0xFFFF == 0 or tag >> 16 == 0x0002 or tag in skip:
             continue
         found = _element_json(ds, tag, path or [], threshold)
         if found is not None:

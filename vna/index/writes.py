@@ -1,0 +1,279 @@
+"""The write path: add / delete / clear as plain DB-API code on one connection.
+
+Each function runs inside a transaction opened by the caller (the single writer
+thread's group commit), so these never BEGIN or COMMIT themselves.  SQL is kept
+portable (ON CONFLICT, RETURNING work on SQLite >= 3.35 and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from vna.index import attrs
+from vna.index.base import AddOutcome, DuplicatePolicy, InstanceRecord, Level
+
+Conn = Any  # a DB-API connection (sqlite3.Connection today)
+
+_LEVEL_TABLE = {"patient": "patients", "study": "studies", "series": "series"}
+_NAME_ATTRS = {"patient": ("PatientName",), "study": ("ReferringPhysicianName",)}
+
+
+def add_one(conn: Conn, rec: InstanceRecord, policy: DuplicatePolicy) -> AddOutcome:
+    rows = conn.execute(
+        "SELECT pk, identity, is_current, series_pk, study_pk FROM instances WHERE sop_uid = ?",
+        (rec.sop_instance_uid,),
+    ).fetchall()
+    if any(r[1] == rec.identity for r in rows):
+        return AddOutcome.DUPLICATE
+    current = next((r for r in rows if r[2]), None)
+    outcome, make_current = AddOutcome.STORED, rec.current
+    if current is not None:
+        if policy is DuplicatePolicy.REJECT:
+            return AddOutcome.CONFLICT
+        if policy is DuplicatePolicy.KEEP:
+            outcome, make_current = AddOutcome.SUPERSEDED, False
+        else:
+            conn.execute("UPDATE instances SET is_current = 0 WHERE pk = ?", (current[0],))
+            bump(conn, current[3], current[4], -1)
+            outcome, make_current = AddOutcome.REPLACED, True
+    series_pk, study_pk = upsert_hierarchy(conn, rec, make_current)
+    insert_instance(conn, rec, series_pk, study_pk, make_current)
+    if make_current:
+        bump(conn, series_pk, study_pk, +1)
+    return outcome
+
+
+def insert_instance(
+    conn: Conn, rec: InstanceRecord, series_pk: int, study_pk: int, current: bool
+) -> None:
+    cols = attrs.column_values(rec.metadata, "instance")
+    cols.pop("sop_uid", None)
+    cols["sop_class_uid"] = rec.sop_class_uid or cols.get("sop_class_uid", "")
+    row = {
+        "sop_uid": rec.sop_instance_uid,
+        "identity": rec.identity,
+        "is_current": 1 if current else 0,
+        "series_pk": series_pk,
+        "study_pk": study_pk,
+        **cols,
+        "transfer_syntax": rec.transfer_syntax_uid,
+        "blob_key": rec.blob_key,
+        "size": rec.size,
+        "sha256": rec.sha256,
+        "num_frames": rec.num_frames,
+        "frames": None if rec.frames is None else attrs.dumps(rec.frames),
+        "metadata": attrs.dumps(rec.metadata),
+        "stored_at": rec.stored_at,
+        "source": rec.source,
+        "site": rec.site,
+    }
+    names = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    conn.execute(f"INSERT INTO instances ({names}) VALUES ({marks})", tuple(row.values()))
+
+
+# -- patient / study / series rows -------------------------------------------
+
+
+def upsert_hierarchy(conn: Conn, rec: InstanceRecord, current: bool) -> tuple[int, int]:
+    """Find or create the patient, study and series rows; refresh their attributes
+    when ``rec`` is current and at least as new as what they were taken from."""
+    meta = rec.metadata
+    pid, issuer = attrs.text_of(meta, "PatientID"), attrs.text_of(meta, "IssuerOfPatientID")
+    conn.execute(
+        "INSERT INTO patients (patient_id, issuer) VALUES (?, ?) "
+        "ON CONFLICT (patient_id, issuer) DO NOTHING",
+        (pid, issuer),
+    )
+    patient_pk = conn.execute(
+        "SELECT pk FROM patients WHERE patient_id = ? AND issuer = ?", (pid, issuer)
+    ).fetchone()[0]
+    study_pk = _ensure(
+        conn, "studies", "study_uid", rec.study_instance_uid, "patient_pk", patient_pk
+    )
+    series_pk = _ensure(conn, "series", "series_uid", rec.series_instance_uid, "study_pk", study_pk)
+    if current:
+        _refresh(conn, "patient", patient_pk, rec)
+        _refresh(conn, "study", study_pk, rec)
+        _refresh(conn, "series", series_pk, rec)
+        _move_study(conn, study_pk, patient_pk)
+    return series_pk, study_pk
+
+
+def _ensure(conn: Conn, table: str, uid_col: str, uid: str, parent_col: str, parent: int) -> int:
+    conn.execute(
+        f"INSERT INTO {table} ({uid_col}, {parent_col}) VALUES (?, ?) "
+        f"ON CONFLICT ({uid_col}) DO NOTHING",
+        (uid, parent),
+    )
+    return conn.execute(f"SELECT pk FROM {table} WHERE {uid_col} = ?", (uid,)).fetchone()[0]
+
+
+def _refresh(conn: Conn, level: Level, pk: int, rec: InstanceRecord) -> None:
+    table = _LEVEL_TABLE[level]
+    row = conn.execute(f"SELECT updated_at, attrs FROM {table} WHERE pk = ?", (pk,)).fetchone()
+    new_attrs = attrs.level_json(rec.metadata, level)
+    if rec.stored_at < row[0] or (new_attrs == row[1] and row[1] != "{}"):
+        return  # older than what we have, or nothing changed (the common case)
+    cols = attrs.column_values(rec.metadata, level)
+    for key in ("study_uid", "series_uid", "patient_id", "issuer"):
+        cols.pop(key, None)
+    if level == "study" or level == "series":
+        cols["site"] = rec.site
+    cols.update(attrs=new_attrs, updated_at=rec.stored_at)
+    sets = ", ".join(f"{c} = ?" for c in cols)
+    conn.execute(f"UPDATE {table} SET {sets} WHERE pk = ?", (*cols.values(), pk))
+    for keyword in _NAME_ATTRS.get(level, ()):
+        conn.execute("DELETE FROM name_tokens WHERE attr = ? AND owner = ?", (keyword, pk))
+        conn.executemany(
+            "INSERT INTO name_tokens (attr, token, owner) VALUES (?, ?, ?)",
+            [(keyword, tok, pk) for tok in attrs.pn_token_rows(rec.metadata, keyword)],
+        )
+
+
+def _move_study(conn: Conn, study_pk: int, patient_pk: int) -> None:
+    """A newer instance names another patient (a correction): follow it."""
+    row = conn.execute(
+        "SELECT patient_pk, num_instances FROM studies WHERE pk = ?", (study_pk,)
+    ).fetchone()
+    if row[0] == patient_pk:
+        return
+    conn.execute("UPDATE studies SET patient_pk = ? WHERE pk = ?", (patient_pk, study_pk))
+    if row[1] > 0:
+        conn.execute("UPDATE patients SET num_studies = num_studies - 1 WHERE pk = ?", (row[0],))
+        conn.execute(
+            "UPDATE patients SET num_studies = num_studies + 1 WHERE pk = ?", (patient_pk,)
+        )
+
+
+# -- counters ----------------------------------------------------------------
+
+
+def bump(conn: Conn, series_pk: int, study_pk: int, delta: int) -> None:
+    """Add ``delta`` current instances to a series and its study, keeping the
+    series / study / patient counters and ModalitiesInStudy in step."""
+    (n_series,) = conn.execute(
+        "UPDATE series SET num_instances = num_instances + ? WHERE pk = ? RETURNING num_instances",
+        (delta, series_pk),
+    ).fetchone()
+    series_delta = _edge(n_series, delta)
+    n_study, patient_pk = conn.execute(
+        "UPDATE studies SET num_instances = num_instances + ?, num_series = num_series + ? "
+        "WHERE pk = ? RETURNING num_instances, patient_pk",
+        (delta, series_delta, study_pk),
+    ).fetchone()
+    if series_delta:
+        refresh_modalities(conn, study_pk)
+    study_delta = _edge(n_study, delta)
+    if study_delta:
+        conn.execute(
+            "UPDATE patients SET num_studies = num_studies + ? WHERE pk = ?",
+            (study_delta, patient_pk),
+        )
+
+
+def _edge(count_after: int, delta: int) -> int:
+    """+1 when a counter just became non-zero, -1 when it just became zero."""
+    if count_after > 0 and count_after - delta <= 0:
+        return 1
+    if count_after <= 0 and count_after - delta > 0:
+        return -1
+    return 0
+
+
+def refresh_modalities(conn: Conn, study_pk: int) -> None:
+    rows = conn.execute(
+        "SELECT DISTINCT modality FROM series WHERE study_pk = ? AND num_instances > 0 "
+        "AND modality <> ''",
+        (study_pk,),
+    ).fetchall()
+    joined = "\\".join(sorted(r[0] for r in rows))
+    conn.execute("UPDATE studies SET modalities = ? WHERE pk = ?", (joined, study_pk))
+
+
+# -- delete / clear ----------------------------------------------------------
+
+
+def delete_rows(conn: Conn, pks: list[int]) -> None:
+    """Remove instance rows (any version) and recount what contained them."""
+    if not pks:
+        return
+    touched_series, touched_studies = set(), set()
+    for start in range(0, len(pks), 500):
+        chunk = pks[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for series_pk, study_pk in conn.execute(
+            f"SELECT DISTINCT series_pk, study_pk FROM instances WHERE pk IN ({marks})", chunk
+        ):
+            touched_series.add(series_pk)
+            touched_studies.add(study_pk)
+        conn.execute(f"DELETE FROM instances WHERE pk IN ({marks})", chunk)
+    for series_pk in touched_series:
+        _recount_series(conn, series_pk)
+    patients = set()
+    for study_pk in touched_studies:
+        patients.add(_recount_study(conn, study_pk))
+    for patient_pk in patients:
+        _recount_patient(conn, patient_pk)
+
+
+def _recount_series(conn: Conn, series_pk: int) -> None:
+    total, current = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(is_current), 0) FROM instances WHERE series_pk = ?",
+        (series_pk,),
+    ).fetchone()
+    if total == 0:
+        conn.execute("DELETE FROM series WHERE pk = ?", (series_pk,))
+    else:
+        conn.execute("UPDATE series SET num_instances = ? WHERE pk = ?", (current, series_pk))
+
+
+def _recount_study(conn: Conn, study_pk: int) -> int:
+    (patient_pk,) = conn.execute(
+        "SELECT patient_pk FROM studies WHERE pk = ?", (study_pk,)
+    ).fetchone()
+    n_series, n_inst, n_rows = conn.execute(
+        "SELECT COALESCE(SUM(CASE WHEN num_instances > 0 THEN 1 ELSE 0 END), 0), "
+        "COALESCE(SUM(num_instances), 0), COUNT(*) FROM series WHERE study_pk = ?",
+        (study_pk,),
+    ).fetchone()
+    if n_rows == 0:
+        conn.execute(
+            "DELETE FROM name_tokens WHERE attr = ? AND owner = ?",
+            ("ReferringPhysicianName", study_pk),
+        )
+        conn.execute("DELETE FROM studies WHERE pk = ?", (study_pk,))
+    else:
+        conn.execute(
+            "UPDATE studies SET num_series = ?, num_instances = ? WHERE pk = ?",
+            (n_series, n_inst, study_pk),
+        )
+        refresh_modalities(conn, study_pk)
+    return patient_pk
+
+
+def _recount_patient(conn: Conn, patient_pk: int) -> None:
+    n_studies, n_rows = conn.execute(
+        "SELECT COALESCE(SUM(CASE WHEN num_instances > 0 THEN 1 ELSE 0 END), 0), COUNT(*) "
+        "FROM studies WHERE patient_pk = ?",
+        (patient_pk,),
+    ).fetchone()
+    if n_rows == 0:
+        conn.execute(
+            "DELETE FROM name_tokens WHERE attr = ? AND owner = ?", ("PatientName", patient_pk)
+        )
+        conn.execute("DELETE FROM patients WHERE pk = ?", (patient_pk,))
+    else:
+        conn.execute("UPDATE patients SET num_studies = ? WHERE pk = ?", (n_studies, patient_pk))
+
+
+def clear_all(conn: Conn) -> None:
+    for table in ("instances", "name_tokens", "series", "studies", "patients"):
+        conn.execute(f"DELETE FROM {table}")
+
+
+def frames_from_json(text: str | None) -> list[list[tuple[int, int]]] | None:
+    if text is None:
+        return None
+    return [[(int(o), int(n)) for o, n in frame] for frame in json.loads(text)]

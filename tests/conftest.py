@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures_s3",
     "tests.fixtures_server",
+    "tests.fixtures_dimse",
 ]

@@ -1,0 +1,186 @@
+"""The DIMSE service: one pynetdicom AE in front of the archive.
+
+pynetdicom runs each association in its own threads; the handlers stay thin and
+call the archive's coroutines on the app's event loop through ``LoopBridge``, so
+HTTP is never blocked by DIMSE work and the archive logic lives in one place.
+
+    service = DimseService(settings, archive, asyncio.get_running_loop(), peers)
+    service.start()            # non-blocking
+    ...
+    await asyncio.to_thread(service.stop)   # joins threads that wait on the loop
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from pynetdicom import AE, _config
+from pynetdicom import events as evt
+from pynetdicom.presentation import AllStoragePresentationContexts, build_context
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from vna.archive.service import Archive
+from vna.dimse import commitment, query, retrieve, store
+from vna.dimse.context import HandlerContext
+from vna.dimse.net import (
+    ACCEPTED_TRANSFER_SYNTAXES,
+    LoopBridge,
+    extra_storage_contexts,
+    set_nodelay,
+    storage_context,
+)
+from vna.dimse.peers import PeerRegistry
+from vna.settings import Settings
+
+log = logging.getLogger(__name__)
+
+QR_MODELS = [
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+]
+
+
+def configure_pynetdicom() -> None:
+    """Process-wide pynetdicom switches the service relies on."""
+    # received datasets go to disk as they arrive: bounded memory, bytes untouched
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    # a file path given to send_c_store is sent as its raw dataset bytes
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    # identifiers and datasets are logged by vna at its own level, not dumped
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+
+
+def supported_contexts() -> list[Any]:
+    contexts = [build_context(Verification)]
+    contexts += [storage_context(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+    contexts += [build_context(uid, ACCEPTED_TRANSFER_SYNTAXES[:3]) for uid in QR_MODELS]
+    contexts.append(build_context(StorageCommitmentPushModel))
+    return contexts
+
+
+class DimseService:
+    def __init__(
+        self,
+        settings: Settings,
+        archive: Archive,
+        loop: asyncio.AbstractEventLoop,
+        peers: PeerRegistry,
+    ) -> None:
+        self.settings = settings
+        self.ctx = HandlerContext(settings, archive, LoopBridge(loop), peers)
+        self.ae = AE(ae_title=settings.ae_title)
+        self.ae.maximum_associations = settings.max_associations or 64
+        self.ae.require_called_aet = True
+        self.ae.maximum_pdu_size = 0  # no limit on what peers send us: fewer, larger PDUs
+        self._server: ThreadedAssociationServer | None = None
+        peers.on_change(self._update_allowed)
+        self._update_allowed()
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when configured with port 0)."""
+        if self._server is None:
+            raise RuntimeError("the DIMSE service is not started")
+        return int(self._server.server_address[1])
+
+    def _update_allowed(self) -> None:
+        """Calling AE restriction: when ``allowed_calling_aes`` is set, those and the
+        known peers may associate; others get A-ASSOCIATE-RJ (rejected-permanent,
+        service-user, "calling AE title not recognized")."""
+        allowed = self.settings.allowed_calling_aes
+        if allowed:
+            self.ae.require_calling_aet = sorted(set(allowed) | self.ctx.peers.titles())
+
+    def _handlers(self) -> list[tuple[Any, ...]]:
+        ctx = self.ctx
+        return [
+            (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_REQUESTED, _accept_unknown_storage),
+            (evt.EVT_C_ECHO, _echo),
+            (evt.EVT_C_STORE, store.handle_store, [ctx]),
+            (evt.EVT_C_FIND, query.handle_find, [ctx]),
+            (evt.EVT_C_GET, retrieve.handle_get, [ctx]),
+            (evt.EVT_C_MOVE, retrieve.handle_move, [ctx]),
+            (evt.EVT_N_ACTION, commitment.handle_action, [ctx]),
+            (evt.EVT_DIMSE_SENT, commitment.on_dimse_sent),
+        ]
+
+    def start(self) -> None:
+        """Listen (non-blocking); raises OSError when the address is taken."""
+        configure_pynetdicom()
+        host, port = self.settings.dimse_host_port
+        self._server = self.ae.start_server(
+            (host, port),
+            block=False,
+            evt_handlers=self._handlers(),
+            contexts=supported_contexts(),
+        )
+        log.info("DIMSE service %s listening on %s:%d", self.settings.ae_title, host, self.port)
+
+    def stop(self) -> None:
+        """Stop listening and end the associations.  Blocking: run it in a thread,
+        never on the event loop the handlers are waiting for."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        self.ctx.workers.shutdown(wait=True, cancel_futures=True)
+
+
+def _echo(event: evt.Event) -> int:
+    return 0x0000
+
+
+def _accept_unknown_storage(event: evt.Event) -> None:
+    """EVT_REQUESTED: add supported contexts for proposed private or unknown
+    storage SOP classes before negotiation, so they are archived, not refused."""
+    assoc = event.assoc
+    proposed = assoc.requestor.primitive.presentation_context_definition_list
+    supported = assoc.acceptor.supported_contexts
+    extra = extra_storage_contexts(proposed, supported)
+    if extra:
+        assoc.acceptor.supported_contexts = supported + extra
+
+
+# -- wiring into the aiohttp app ---------------------------------------------------
+def dimse_cleanup_ctx(
+    settings_key: web.AppKey[Settings],
+    archive_key: web.AppKey[Archive],
+    peers_key: web.AppKey[PeerRegistry],
+) -> Any:
+    """A cleanup context: the peer registry always (the API needs it), the DIMSE
+    service when ``settings.dimse`` is set.  Append after the archive's."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[settings_key]
+        peers = await asyncio.to_thread(PeerRegistry.from_settings, settings)
+        app[peers_key] = peers
+        service = None
+        if settings.dimse:
+            service = DimseService(settings, app[archive_key], asyncio.get_running_loop(), peers)
+            await asyncio.to_thread(service.start)
+        try:
+            yield
+        finally:
+            if service is not None:
+                await asyncio.to_thread(service.stop)
+
+    return ctx

@@ -1,0 +1,85 @@
+"""Storage SCP (C-STORE): the dataset is archived exactly as it arrived.
+
+pynetdicom, with ``STORE_RECV_CHUNKED_DATASET``, writes the received bytes to a
+temporary file as they arrive (a file meta of its own, then the dataset bytes).
+The handler writes the Part-10 file into the archive's spool -- vna's file meta,
+then those dataset bytes copied untouched -- and hands it to
+``Archive.store_file``; no decode, no re-encode.
+
+Statuses (PS3.4 B.2.3, PS3.7 C):
+- 0x0000 once the instance is durable (blob written, index committed).  An
+  identical re-send is also 0x0000: the instance *is* stored, which is what a
+  retrying SCU needs to hear, and PS3.4 has no warning meaning "already had it"
+  (0xB000 means "coercion of data elements", which did not happen).  Different
+  content under an existing SOP Instance UID kept as a version is 0x0000 too.
+- Failures from the archive's error: 0xA7xx out of resources, 0xC000 cannot
+  understand, 0x0111 duplicate refused by the ``reject`` policy, 0x0110 else;
+  each with an ErrorComment saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import struct
+from typing import BinaryIO
+
+from pydicom.dataset import Dataset
+from pynetdicom import events as evt
+
+from vna.dicom import part10_header
+from vna.dimse.context import HandlerContext, status
+from vna.errors import OUT_OF_RESOURCES, PROCESSING_FAILURE, InvalidDicom, dimse_status
+
+log = logging.getLogger(__name__)
+COPY_CHUNK = 1 << 20
+
+
+def _meta_end(fp: BinaryIO) -> int:
+    """Where pynetdicom's file meta ends: it always writes the group length first."""
+    head = fp.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+        raise OSError("unexpected temporary file layout")
+    return 144 + struct.unpack("<L", head[140:144])[0]
+
+
+def _spool(ctx: HandlerContext, event: evt.Event, calling: str) -> str:
+    """Write the Part-10 file into the archive's spool: vna's file meta (with the
+    source AE title), then the received dataset bytes copied untouched."""
+    req = event.request
+    header = part10_header(
+        str(event.context.transfer_syntax),
+        str(req.AffectedSOPClassUID),
+        str(req.AffectedSOPInstanceUID),
+        source_ae=calling,
+    )
+    spool = ctx.archive.spool_path()
+    with open(event.dataset_path, "rb") as src, open(spool, "wb") as dst:
+        src.seek(_meta_end(src))
+        dst.write(header)
+        shutil.copyfileobj(src, dst, COPY_CHUNK)
+    return spool
+
+
+def handle_store(event: evt.Event, ctx: HandlerContext) -> Dataset | int:
+    calling = event.assoc.requestor.ae_title.strip()
+    try:
+        path = _spool(ctx, event, calling)
+    except InvalidDicom as exc:  # the command's UIDs are not valid UIDs
+        return status(dimse_status(exc), str(exc))
+    except OSError as exc:
+        log.error("C-STORE from %s: cannot spool the dataset: %s", calling, exc)
+        return status(OUT_OF_RESOURCES, f"cannot spool the dataset: {exc.strerror or exc}")
+    try:
+        result = ctx.bridge(ctx.archive.store_file(path, source=f"C-STORE {calling}"))
+    except Exception as exc:  # the loop went away, or a timeout: never a silent success
+        log.exception("C-STORE from %s failed", calling)
+        return status(PROCESSING_FAILURE, f"archive error: {type(exc).__name__}")
+    if not result.ok:
+        assert result.error is not None
+        code = dimse_status(result.error)
+        log.info("C-STORE from %s refused (0x%04X): %s", calling, code, result.error)
+        return status(code, str(result.error))
+    if result.warning:
+        log.info("C-STORE %s from %s: %s", result.sop_instance_uid, calling, result.warning)
+    return 0x0000

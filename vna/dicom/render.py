@@ -70,6 +70,7 @@ def _grayscale(arr: np.ndarray, ds: Dataset, window: Window | None) -> np.ndarra
         out = np.clip(lut.astype(np.float64) * (255.0 / ((1 << bits) - 1)), 0, 255)
     else:
         out = _stretch(values)
+    out = np.rint(out)  # round once, so MONOCHROME1 is the exact complement
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         out = 255.0 - out
     return out.astype(np.uint8)

@@ -13,6 +13,7 @@ import asyncio
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -31,6 +32,13 @@ from vna.settings import Peer, Settings
 
 AE_TITLE = "VNA"
 TOOL_TIMEOUT = 180
+
+
+def dataset_part(data: bytes) -> bytes:
+    """The dataset bytes of a Part-10 file: everything after the file meta group
+    (whose length the group-length element, written first, gives)."""
+    assert data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00"
+    return data[144 + struct.unpack("<L", data[140:144])[0] :]
 
 
 def free_port() -> int:

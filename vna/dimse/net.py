@@ -84,10 +84,10 @@ class LoopBridge:
         return future.result(self.timeout)
 
 
-def storage_context(abstract_syntax: str) -> PresentationContext:
+def storage_context(abstract_syntax: str, syntaxes: list[str] | None = None) -> PresentationContext:
     """A supported storage context: both roles accepted, so C-GET requestors can
     take the SCP role for the sub-operations coming back to them."""
-    cx = build_context(abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
+    cx = build_context(abstract_syntax, syntaxes or ACCEPTED_TRANSFER_SYNTAXES)
     cx.scu_role = True
     cx.scp_role = True
     return cx
@@ -125,17 +125,32 @@ def register_storage_uid(uid: str) -> bool:
     return True
 
 
-def extra_storage_contexts(
+def requestor_order(proposed: list[str]) -> list[str]:
+    """Our accepted syntaxes, those the requestor proposed first, in its order."""
+    first = [str(ts) for ts in proposed if str(ts) in ACCEPTED_TRANSFER_SYNTAXES]
+    return first + [ts for ts in ACCEPTED_TRANSFER_SYNTAXES if ts not in first]
+
+
+def negotiation_contexts(
     proposed: list[PresentationContext], supported: list[PresentationContext]
 ) -> list[PresentationContext]:
-    """Supported contexts to add for proposed abstract syntaxes we don't list yet
-    (vendor-private or unknown storage classes): they are archived, not refused."""
-    have = {str(cx.abstract_syntax) for cx in supported}
-    extra: list[PresentationContext] = []
+    """The supported contexts for one association, adjusted to its request.
+
+    - pynetdicom picks, among the syntaxes both sides list, the acceptor's first.
+      For storage the requestor's first is what it holds (a modality offering
+      JPEG 2000 then Explicit VR has a JPEG 2000 file): reorder to its preference,
+      so instances are archived as they are, never converted on the way in.
+    - proposed private or unknown storage classes get a context: archived, not refused.
+    """
+    by_uid = {str(cx.abstract_syntax): cx for cx in supported}
+    storage: dict[str, PresentationContext] = {}
     for cx in proposed:
         uid = str(cx.abstract_syntax)
-        if uid in have or not is_storage_like(uid) or not register_storage_uid(uid):
+        if uid in storage or not is_storage_like(uid):
             continue
-        have.add(uid)
-        extra.append(storage_context(uid))
-    return extra
+        if uid not in by_uid and not register_storage_uid(uid):
+            continue
+        storage[uid] = storage_context(uid, requestor_order(cx.transfer_syntax))
+    return [storage.get(uid, cx) for uid, cx in by_uid.items()] + [
+        cx for uid, cx in storage.items() if uid not in by_uid
+    ]

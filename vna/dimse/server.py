@@ -39,7 +39,7 @@ from vna.dimse.context import HandlerContext
 from vna.dimse.net import (
     ACCEPTED_TRANSFER_SYNTAXES,
     LoopBridge,
-    extra_storage_contexts,
+    negotiation_contexts,
     set_nodelay,
     storage_context,
 )
@@ -114,7 +114,7 @@ class DimseService:
         ctx = self.ctx
         return [
             (evt.EVT_CONN_OPEN, set_nodelay),
-            (evt.EVT_REQUESTED, _accept_unknown_storage),
+            (evt.EVT_REQUESTED, _prepare_negotiation),
             (evt.EVT_C_ECHO, _echo),
             (evt.EVT_C_STORE, store.handle_store, [ctx]),
             (evt.EVT_C_FIND, query.handle_find, [ctx]),
@@ -149,15 +149,12 @@ def _echo(event: evt.Event) -> int:
     return 0x0000
 
 
-def _accept_unknown_storage(event: evt.Event) -> None:
-    """EVT_REQUESTED: add supported contexts for proposed private or unknown
-    storage SOP classes before negotiation, so they are archived, not refused."""
-    assoc = event.assoc
-    proposed = assoc.requestor.primitive.presentation_context_definition_list
-    supported = assoc.acceptor.supported_contexts
-    extra = extra_storage_contexts(proposed, supported)
-    if extra:
-        assoc.acceptor.supported_contexts = supported + extra
+def _prepare_negotiation(event: evt.Event) -> None:
+    """EVT_REQUESTED (before negotiation): adjust the supported storage contexts
+    to the request (see ``negotiation_contexts``)."""
+    acceptor = event.assoc.acceptor
+    proposed = event.assoc.requestor.primitive.presentation_context_definition_list
+    acceptor.supported_contexts = negotiation_contexts(proposed, acceptor.supported_contexts)
 
 
 # -- wiring into the aiohttp app ---------------------------------------------------

@@ -11,6 +11,7 @@ from vna.archive.runtime import open_archive
 from vna.dicomweb import routes as dicomweb_routes
 from vna.keys import ARCHIVE, INDEX, PRIMARY, SETTINGS, STORE
 from vna.settings import Settings
+from vna.slides.service import setup_slides
 from vna.viewer import setup_viewer
 from vna.web import PUBLIC, Route, add_cors_headers, add_routes, cors_middleware, error_middleware
 
@@ -44,5 +45,6 @@ def create_app(settings: Settings, *, primary: bool = True) -> web.Application:
     app.on_response_prepare.append(add_cors_headers)
     add_routes(app, [Route("GET", "/healthz", healthz, PUBLIC)])
     add_routes(app, dicomweb_routes.routes(settings.base_path))
+    setup_slides(app)
     setup_viewer(app)
     return app

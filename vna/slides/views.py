@@ -1,0 +1,234 @@
+"""Deep Zoom, IIIF Image API 3.0 / Presentation 3 and associated-image routes.
+
+Tiles carry an ETag naming the pyramid's build id and ``Cache-Control: private``
+(these are patient images: no shared cache may keep them).  A tile already in the
+LRU is answered without any await that could suspend.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from vna.errors import BadRequest, NotFound, NotReady
+from vna.slides import iiif, render
+from vna.slides.pyramid import OpenPyramid
+from vna.slides.service import SLIDES, SlideService, not_ready_response
+from vna.slides.tiles import DEFAULT_QUALITY, check_format
+from vna.web import READ, Route
+
+CACHE_CONTROL = "private, max-age=86400, immutable"
+IIIF_PROFILE_LINK = '<http://iiif.io/api/image/3/level2.json>;rel="profile"'
+ASSOCIATED = ("thumbnail", "label", "macro")
+DEFAULT_THUMBNAIL = 512
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def slide_route(handler: Handler) -> Handler:
+    """A slide still building answers 503 with JSON {status, progress} and Retry-After."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except NotReady as exc:
+            return not_ready_response(exc)
+
+    return wrapper
+
+
+def _matches(request: web.Request, etag: str) -> bool:
+    inm = request.headers.get("If-None-Match")
+    if not inm:
+        return False
+    return inm.strip() == "*" or etag in (t.strip().removeprefix("W/") for t in inm.split(","))
+
+
+def image_response(request: web.Request, data: bytes, fmt: str, etag: str) -> web.Response:
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    if _matches(request, etag):
+        return web.Response(status=304, headers=headers)
+    headers["Content-Type"] = render.MEDIA_TYPES[fmt]
+    return web.Response(body=data, headers=headers)
+
+
+def _int(text: str, what: str) -> int:
+    if not text.isdigit():
+        raise BadRequest(f"{what} must be a non-negative integer")
+    return int(text)
+
+
+def _quality(request: web.Request) -> int | None:
+    if not request.query_string:
+        return None
+    q = request.query.get("quality")
+    return None if q is None else _int(q, "quality")
+
+
+# -- Deep Zoom ---------------------------------------------------------------------------
+@slide_route
+async def dzi(request: web.Request) -> web.Response:
+    pyr = await request.app[SLIDES].pyramid(request.match_info["id"])
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" '
+        f'Format="jpeg" Overlap="0" TileSize="{pyr.tile}">'
+        f'<Size Width="{pyr.width}" Height="{pyr.height}"/></Image>\n'
+    )
+    return web.Response(
+        text=xml, content_type="application/xml", headers={"Cache-Control": "private, no-cache"}
+    )
+
+
+@slide_route
+async def dzi_tile(request: web.Request) -> web.Response:
+    mi = request.match_info
+    svc: SlideService = request.app[SLIDES]
+    pyr = await svc.pyramid(mi["id"])
+    k = pyr.dzi_level(int(mi["level"]))
+    fmt, q = check_format(mi["fmt"], _quality(request))
+    col, row = int(mi["col"]), int(mi["row"])
+    etag = f'"{pyr.build_id}.{k}.{col}.{row}.{fmt}.{q}"'
+    data = svc.tiles.cached(pyr, k, col, row, fmt, q)
+    if data is None:
+        if _matches(request, etag):  # the client has it: no need to read it
+            svc.tiles.check_tile(pyr, k, col, row)
+            return image_response(request, b"", fmt, etag)
+        data = await svc.tiles.tile(pyr, k, col, row, fmt, q)
+    return image_response(request, data, fmt, etag)
+
+
+# -- IIIF --------------------------------------------------------------------------------
+def _iiif_base(request: web.Request, slide_id: str) -> str:
+    return f"{request.url.origin()}/iiif/3/{slide_id}"
+
+
+def _jsonld(request: web.Request, doc: dict, context: str) -> web.Response:
+    ctype = "application/json"
+    if "application/ld+json" in request.headers.get("Accept", ""):
+        ctype = f'application/ld+json;profile="{context}"'
+    resp = web.json_response(doc, headers={"Cache-Control": "private, no-cache"})
+    resp.headers["Content-Type"] = ctype
+    return resp
+
+
+async def iiif_base(request: web.Request) -> web.Response:
+    raise web.HTTPSeeOther(f"/iiif/3/{request.match_info['id']}/info.json")
+
+
+@slide_route
+async def iiif_info(request: web.Request) -> web.Response:
+    pyr = await request.app[SLIDES].pyramid(request.match_info["id"])
+    doc = iiif.info_json(
+        _iiif_base(request, pyr.slide_id), pyr.width, pyr.height, pyr.tile, pyr.nlevels
+    )
+    resp = _jsonld(request, doc, iiif.CONTEXT)
+    resp.headers["Link"] = IIIF_PROFILE_LINK
+    return resp
+
+
+@slide_route
+async def iiif_manifest(request: web.Request) -> web.Response:
+    pyr = await request.app[SLIDES].pyramid(request.match_info["id"])
+    rec = pyr.record
+    meta = {
+        "Patient ID": rec.patient_id,
+        "Patient name": rec.patient_name,
+        "Accession number": rec.accession_number,
+        "Specimen": rec.specimen,
+        "Study Instance UID": rec.study_instance_uid,
+        "Series Instance UID": rec.series_instance_uid,
+        "Microns per pixel": rec.mpp,
+        "Size": f"{pyr.width} x {pyr.height}",
+    }
+    doc = iiif.manifest(_iiif_base(request, pyr.slide_id), rec.name, pyr.width, pyr.height, meta)
+    return _jsonld(request, doc, iiif.PRESENTATION)
+
+
+@slide_route
+async def iiif_image(request: web.Request) -> web.Response:
+    mi = request.match_info
+    svc: SlideService = request.app[SLIDES]
+    pyr = await svc.pyramid(mi["id"])
+    req = iiif.parse_request(
+        mi["region"], mi["size"], mi["rotation"], mi["qf"], pyr.width, pyr.height
+    )
+    tile = iiif.as_tile(req, pyr.width, pyr.height, pyr.tile, pyr.nlevels)
+    if tile is not None:  # exactly one stored tile: the tile path (passthrough for JPEG)
+        k, col, row = tile
+        etag = f'"{pyr.build_id}.{k}.{col}.{row}.{req.fmt}.{DEFAULT_QUALITY}"'
+        data = await svc.tiles.tile(pyr, k, col, row, req.fmt, DEFAULT_QUALITY)
+    else:
+        etag = (
+            f'"{pyr.build_id}.{req.box}.{req.size}.{req.rotation}{req.mirror}.{req.fmt}"'.replace(
+                " ", ""
+            )
+        )
+        data = await _region(svc, pyr, req)
+    resp = image_response(request, data, req.fmt, etag)
+    resp.headers["Link"] = IIIF_PROFILE_LINK
+    return resp
+
+
+async def _region(svc: SlideService, pyr: OpenPyramid, req: iiif.ImageRequest) -> bytes:
+    key = ("iiif", pyr.build_id, req)
+    data = svc.tiles.cache.get(key)
+    if data is None:
+        rot = (req.rotation, req.mirror)
+        data = await svc.tiles.region(pyr, req.box, req.size, rot, req.fmt, DEFAULT_QUALITY)
+        svc.tiles.cache.put(key, data, len(data) + 200)
+    return data
+
+
+# -- associated images ---------------------------------------------------------------------
+@slide_route
+async def associated(request: web.Request) -> web.Response:
+    svc: SlideService = request.app[SLIDES]
+    pyr = await svc.pyramid(request.match_info["id"])
+    name = request.match_info["name"]
+    size_text = request.query.get("size")
+    size = _int(size_text, "size") if size_text else None
+    if size is not None and not 1 <= size <= 4096:
+        raise BadRequest("size must be between 1 and 4096")
+    key = ("assoc", pyr.build_id, name, size)
+    data = svc.tiles.cache.get(key)
+    if data is None:
+        data = await _associated(svc, pyr, name, size)
+        svc.tiles.cache.put(key, data, len(data) + 100)
+    return image_response(request, data, "jpeg", f'"{pyr.build_id}.{name}.{size}"')
+
+
+async def _associated(svc: SlideService, pyr: OpenPyramid, name: str, size: int | None) -> bytes:
+    blob = pyr.info.associated.get(name)
+    if blob is None:
+        if name != "thumbnail":
+            raise NotFound(f"slide {pyr.slide_id} has no {name} image")
+        side = size or DEFAULT_THUMBNAIL
+        s = min(side / pyr.width, side / pyr.height, 1.0)
+        out = (max(1, round(pyr.width * s)), max(1, round(pyr.height * s)))
+        return await svc.tiles.region(
+            pyr, (0, 0, pyr.width, pyr.height), out, (0, False), "jpeg", 90
+        )
+    data = await svc.tiles.reader.store.get(blob)
+    if size is None and data[:2] == b"\xff\xd8":
+        return data
+    return await svc.tiles.run(render.to_jpeg_thumbnail, data, size, "jpeg")
+
+
+def routes(sid: str) -> list[Route]:
+    return [
+        Route("GET", f"/slides/{sid}.dzi", dzi, READ),
+        Route(
+            "GET",
+            f"/slides/{sid}_files/{{level:\\d+}}/{{col:\\d+}}_{{row:\\d+}}.{{fmt:[a-z]+}}",
+            dzi_tile,
+            READ,
+        ),
+        Route("GET", f"/slides/{sid}/{{name:thumbnail|label|macro}}", associated, READ),
+        Route("GET", f"/iiif/3/{sid}", iiif_base, READ),
+        Route("GET", f"/iiif/3/{sid}/info.json", iiif_info, READ),
+        Route("GET", f"/iiif/3/{sid}/manifest.json", iiif_manifest, READ),
+        Route("GET", f"/iiif/3/{sid}/{{region}}/{{size}}/{{rotation}}/{{qf}}", iiif_image, READ),
+    ]

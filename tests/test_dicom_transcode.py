@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 from pathlib import Path
 
 import imagecodecs
@@ -205,3 +206,41 @@ def test_render_corpus(name: str) -> None:
     assert max(image.size) == 50
     assert image.size[0] / image.size[1] == pytest.approx(ds.Columns / ds.Rows, rel=0.05)
     assert np.asarray(image).std() > 1  # a picture, not a flat field
+
+
+def test_frames_and_render_from_a_path_match_bytes(tmp_path: Path) -> None:
+    data = td.to_bytes(td.compressed(td.make_us_multiframe(seed=9, frames=4), JPEGLSLossless))
+    path = tmp_path / "x.dcm"
+    path.write_bytes(data)
+    for target in (ExplicitVRLittleEndian, JPEGLSLossless, JPEGLosslessSV1, RLELossless):
+        assert transcode_frames(path, [4, 2], target) == transcode_frames(data, [4, 2], target)
+    assert render(path, 3, "image/png") == render(data, 3, "image/png")
+    native = tmp_path / "native.dcm"
+    native.write_bytes(transcode_part10(path, ExplicitVRLittleEndian))
+    assert transcode_frames(native, [2], ImplicitVRLittleEndian) == [_pixels(data)[1].tobytes()]
+
+
+def test_one_frame_of_a_large_file_is_read_alone(tmp_path: Path) -> None:
+    # 30 frames of 1024x1024x16 bits (60 MiB); rendering or extracting one frame
+    # must not pull the whole pixel data into memory.
+    ds = td.make_ct(seed=10, rows=1024, cols=1024)
+    ds.NumberOfFrames = 30
+    frame = ds.PixelData
+    del ds.PixelData
+    head = io.BytesIO()
+    ds.save_as(head, enforce_file_format=True)
+    path = tmp_path / "big.dcm"
+    with open(path, "wb") as fp:
+        fp.write(head.getvalue())
+        fp.write(b"\xe0\x7f\x10\x00OW\0\0" + (len(frame) * 30).to_bytes(4, "little"))
+        for _ in range(30):
+            fp.write(frame)
+    tracemalloc.start()
+    try:
+        (raw,) = transcode_frames(path, [30], ExplicitVRLittleEndian)
+        image = Image.open(io.BytesIO(render(path, 30, "image/png", viewport=(128, 128))))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert raw == frame and image.size == (128, 128)
+    assert peak < 40 * 2**20, peak

@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless
+from pydicom.uid import (
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+)
 
 from vna.dicom import valid_uid
 from vna.testdata import dicom as td
@@ -73,3 +79,13 @@ def test_bad_input_helpers() -> None:
 def test_pydicom_corpus_is_available() -> None:
     files = td.pydicom_test_files()
     assert len(files) > 100 and all(Path(f).is_file() for f in files)
+
+
+def test_jpeg_baseline_variants_stay_close() -> None:
+    for native in (td.make_sc(seed=7), td.make_us_multiframe(seed=7, frames=2)):
+        ds = td.compressed(native, JPEGBaseline8Bit)
+        back = pydicom.dcmread(io.BytesIO(td.to_bytes(ds)))
+        error = np.abs(back.pixel_array.astype(float) - native.pixel_array).mean()
+        assert back.LossyImageCompression == "01" and error < 10
+    with pytest.raises(ValueError):
+        td.compressed(td.make_ct(), JPEGBaseline8Bit)  # 16-bit: no baseline

@@ -12,9 +12,10 @@ import hashlib
 import io
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -33,6 +34,7 @@ from vna.dicom.walk import (
 from vna.errors import InvalidDicom
 from vna.index.base import FrameSegments, InstanceRecord
 
+_T = TypeVar("_T")
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _CHUNK = 1 << 20
 DEFER_SIZE = 1024  # values above this stay on disk while parsing
@@ -171,14 +173,20 @@ def _frame_map(
     return n, _frames.native_frames(pixel, n, rows, cols, samples, bits)
 
 
-def _parse_open(fp: BinaryIO, path: str, size: int) -> ParsedInstance:
+def _map(
+    fp: BinaryIO, path: str, size: int
+) -> tuple[str, int, Walker, dict[int, Element], Dataset]:
+    """Read the file meta, walk and check the dataset, read its small values."""
     meta, meta_end = read_file_meta(fp, size)
     if 0x00020010 not in meta:
         raise InvalidDicom("the file meta group has no TransferSyntaxUID (0002,0010)")
     ts = check_uid("TransferSyntaxUID", meta[0x00020010].decode("ascii", "replace"))
     walker, elements = _walk(fp, size, meta_end, ts)
-    top = {el.tag: el for el in elements}
-    ds = _read_values(path, ts in DEFLATED)
+    return ts, meta_end, walker, {el.tag: el for el in elements}, _read_values(path, ts in DEFLATED)
+
+
+def _parse_open(fp: BinaryIO, path: str, size: int) -> ParsedInstance:
+    ts, meta_end, walker, top, ds = _map(fp, path, size)
     uids = {name: check_uid(name, ds.get(name)) for name in REQUIRED_UIDS}
     num_frames, frame_map = _frame_map(fp, walker, top, ds, ts)
     try:
@@ -209,11 +217,27 @@ def _parse_open(fp: BinaryIO, path: str, size: int) -> ParsedInstance:
 def parse_part10(path: str | Path) -> ParsedInstance:
     """Parse the Part-10 file at ``path``; InvalidDicom when it is not a complete,
     readable instance with valid identifying UIDs."""
+    return _guarded(path, _parse_open)
+
+
+def _locate(fp: BinaryIO, path: str, size: int) -> tuple[str, int, list[FrameSegments] | None]:
+    ts, _, walker, top, ds = _map(fp, path, size)
+    return (ts, *_frame_map(fp, walker, top, ds, ts))
+
+
+def locate_frames(path: str | Path) -> tuple[str, int, list[FrameSegments] | None]:
+    """(transfer syntax, number of frames, frame segments or None) of a stored file,
+    without the JSON and hashing work of ``parse_part10``."""
+    return _guarded(path, _locate)
+
+
+def _guarded(path: str | Path, work: Callable[[BinaryIO, str, int], _T]) -> _T:
+    """Run ``work`` on the open file; every failure becomes InvalidDicom."""
     path = str(path)
     try:
         with open(path, "rb") as fp:
             size = fp.seek(0, 2)
-            return _parse_open(fp, path, size)
+            return work(fp, path, size)
     except InvalidDicom:
         raise
     except OSError as exc:

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-from vna.dicom.transcode import Source, decode_frame, load, number_of_frames
+from vna.dicom.transcode import Source, decode_frame, file_path, load, number_of_frames
 from vna.errors import NotAcceptable, NotFound
 
 MEDIA_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
@@ -89,14 +89,17 @@ def _color(arr: np.ndarray, ds: Dataset) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
-def frame_image(ds: Dataset, frame: int | None, window: Window | None = None) -> Image.Image:
-    """Frame ``frame`` (1-based; None: the first) as an 8-bit Pillow image."""
+def frame_image(
+    ds: Dataset, frame: int | None, window: Window | None = None, path: str | None = None
+) -> Image.Image:
+    """Frame ``frame`` (1-based; None: the first) as an 8-bit Pillow image; with the
+    file's ``path`` only that frame is read from disk."""
     if "PixelData" not in ds:
         raise NotAcceptable("the instance has no pixel data to render")
     n, index = number_of_frames(ds), (frame or 1)
     if not 1 <= index <= n:
         raise NotFound(f"frame {index} does not exist (the instance has {n})")
-    arr = decode_frame(ds, index - 1)
+    arr = decode_frame(ds, index - 1, path)
     if (
         int(ds.get("SamplesPerPixel", 1)) == 1
         and ds.get("PhotometricInterpretation") != "PALETTE COLOR"
@@ -139,12 +142,14 @@ def render(
     window: Window | None = None,
 ) -> bytes:
     """One frame (1-based) rendered as ``media_type``."""
-    ds = load(src)
-    return encode(fit(frame_image(ds, frame, window), viewport), media_type, quality)
+    path = file_path(src)
+    ds = load(src, lazy=path is not None)
+    return encode(fit(frame_image(ds, frame, window, path), viewport), media_type, quality)
 
 
 def thumbnail(src: Source, size: int = 128, media_type: str = "image/jpeg") -> bytes:
     """A small rendering of the middle frame fitting ``size`` x ``size``."""
-    ds = load(src)
+    path = file_path(src)
+    ds = load(src, lazy=path is not None)
     middle = (number_of_frames(ds) + 1) // 2
-    return encode(fit(frame_image(ds, middle), (size, size)), media_type, 80)
+    return encode(fit(frame_image(ds, middle, None, path), (size, size)), media_type, 80)

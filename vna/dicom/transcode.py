@@ -18,6 +18,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
 from pydicom.pixels import get_decoder, pack_bits, pixel_array
+from pydicom.pixels.encoders import RLELosslessEncoder
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -33,6 +34,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from vna.dicom.parse import locate_frames
+from vna.dicom.walk import DEFLATED
 from vna.errors import InvalidDicom, NotAcceptable, NotFound
 
 NATIVE = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian})
@@ -69,14 +72,21 @@ def can_transcode(src_ts: str, dst_ts: str) -> bool:
     return src_ts == dst_ts or (dst_ts in PRODUCIBLE and can_decode(src_ts))
 
 
-def load(src: Source) -> Dataset:
-    """A fully read dataset from a path, Part-10 bytes or a Dataset (copied)."""
+def load(src: Source, *, lazy: bool = False) -> Dataset:
+    """A dataset from a path, Part-10 bytes or a Dataset (copied).  With ``lazy``
+    and a path, values over 256 KiB (the pixel data) stay on disk."""
     if isinstance(src, Dataset):
         return copy.deepcopy(src)
     try:
-        return pydicom.dcmread(BytesIO(src) if isinstance(src, bytes) else str(src), force=True)
+        if isinstance(src, bytes):
+            return pydicom.dcmread(BytesIO(src), force=True)
+        return pydicom.dcmread(str(src), force=True, defer_size="256 KB" if lazy else None)
     except Exception as exc:  # noqa: BLE001 -- pydicom raises many types
         raise InvalidDicom(f"unreadable DICOM: {exc}") from None
+
+
+def file_path(src: Source) -> str | None:
+    return str(src) if isinstance(src, str | Path) else None
 
 
 def source_ts(ds: Dataset) -> str:
@@ -94,10 +104,12 @@ def number_of_frames(ds: Dataset) -> int:
         return 1
 
 
-def decode_frame(ds: Dataset, index: int) -> np.ndarray:
-    """One frame (0-based) as an array; color comes out RGB."""
+def decode_frame(ds: Dataset, index: int, path: str | None = None) -> np.ndarray:
+    """One frame (0-based) as an array; color comes out RGB.  Given the file's
+    ``path``, pydicom reads just that frame from disk instead of the whole value."""
+    from_file = path is not None and source_ts(ds) not in DEFLATED
     try:
-        return _native_order(pixel_array(ds, index=index))
+        return _native_order(pixel_array(path if from_file else ds, index=index))
     except Exception as exc:  # noqa: BLE001 -- decoder plugins raise many types
         raise NotAcceptable(f"cannot decode {UID(source_ts(ds)).name}: {exc}") from None
 
@@ -252,39 +264,78 @@ def _frame_indices(ds: Dataset, frames: list[int] | None) -> list[int]:
     return [f - 1 for f in wanted]
 
 
-def _native_frame_bytes(ds: Dataset, index: int) -> bytes:
-    """A native frame's bytes straight from the value when byte-addressable."""
+def _native_frame_bytes(ds: Dataset, index: int, path: str | None) -> bytes:
+    """A native frame's bytes from the value when byte-addressable (this is
+    reached only when the frame could not be located in the file)."""
     rows, cols = int(ds.Rows), int(ds.Columns)
     bits = rows * cols * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated)
     if bits % 8 == 0:
         size = bits // 8
         return bytes(ds.PixelData[index * size : (index + 1) * size])
-    return pack_bits(decode_frame(ds, index))
+    return pack_bits(decode_frame(ds, index, path))
+
+
+def _stored_frames(path: str, indices: list[int]) -> list[bytes] | None:
+    """Frames straight from the file's bytes, when they can be located."""
+    _, _, located = locate_frames(path)
+    if located is None:
+        return None
+    with open(path, "rb") as fp:
+        out = []
+        for i in indices:
+            parts = []
+            for offset, length in located[i]:
+                fp.seek(offset)
+                parts.append(fp.read(length))
+            out.append(b"".join(parts))
+    return out
+
+
+def _rle_frame(arr: np.ndarray, ds: Dataset) -> bytes:
+    try:
+        return RLELosslessEncoder.encode(
+            arr,
+            rows=int(ds.Rows),
+            columns=int(ds.Columns),
+            samples_per_pixel=int(ds.get("SamplesPerPixel", 1)),
+            bits_allocated=int(ds.BitsAllocated),
+            bits_stored=int(ds.get("BitsStored", ds.BitsAllocated)),
+            pixel_representation=int(ds.get("PixelRepresentation", 0)),
+            photometric_interpretation="RGB"
+            if arr.ndim == 3
+            else str(ds.PhotometricInterpretation),
+            number_of_frames=1,
+            planar_configuration=0,  # decoded arrays are always pixel-interleaved
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise NotAcceptable(f"cannot encode this image as RLE Lossless: {exc}") from None
 
 
 def transcode_frames(src: Source, frames: list[int] | None, target_ts: str) -> list[bytes]:
     """Frames (1-based; None: all) in ``target_ts``: raw little-endian pixel bytes
-    for native syntaxes, the frame's codestream for compressed ones."""
-    ds = load(src)
+    for native syntaxes, the frame's codestream for compressed ones.  From a path,
+    only the requested frames are read."""
+    path = file_path(src)
+    ds = load(src, lazy=path is not None)
     if "PixelData" not in ds:
         raise NotFound("the instance has no pixel data")
     ts, indices = source_ts(ds), _frame_indices(ds, frames)
     if not can_transcode(ts, target_ts):
         raise NotAcceptable(f"cannot convert {UID(ts).name} frames to {UID(target_ts).name}")
+    as_stored = ts == target_ts or (ts in NATIVE and target_ts in NATIVE)
+    if as_stored and path is not None and (found := _stored_frames(path, indices)) is not None:
+        return found
     if ts == target_ts and ts not in _READABLE_NATIVE:
-        n = number_of_frames(ds)
-        every = list(generate_frames(ds.PixelData, number_of_frames=n))
+        every = list(generate_frames(ds.PixelData, number_of_frames=number_of_frames(ds)))
         return [every[i] for i in indices]
+    if target_ts in NATIVE and ts in NATIVE:
+        return [_native_frame_bytes(ds, i, path) for i in indices]
+    decoded = (decode_frame(ds, i, path) for i in indices)
     if target_ts in NATIVE:
-        if ts in NATIVE:
-            return [_native_frame_bytes(ds, i) for i in indices]
-        return [_to_le(decode_frame(ds, i)) for i in indices]
+        return [_to_le(arr) for arr in decoded]
     if target_ts == RLELossless:
-        native = _to_native(ds, ExplicitVRLittleEndian)
-        native.compress(RLELossless, generate_instance_uid=False)
-        every = list(generate_frames(native.PixelData, number_of_frames=number_of_frames(ds)))
-        return [every[i] for i in indices]
-    return [encode_frame(decode_frame(ds, i), ds, target_ts) for i in indices]
+        return [_rle_frame(arr, ds) for arr in decoded]
+    return [encode_frame(arr, ds, target_ts) for arr in decoded]
 
 
 def _to_le(arr: np.ndarray) -> bytes:

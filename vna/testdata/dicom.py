@@ -292,6 +292,24 @@ def make_us_multiframe(
     return _set_file_meta(ds, ts)
 
 
+def make_sc(
+    seed: int = 0,
+    *,
+    rows: int = 64,
+    cols: int = 64,
+    ctx: Context | None = None,
+    ts: str = ExplicitVRLittleEndian,
+) -> Dataset:
+    """An 8-bit grayscale Secondary Capture (a windowed phantom slice): the
+    grayscale source for JPEG Baseline variants."""
+    ctx = ctx or context(seed)
+    ds = _base(ctx, SC_IMAGE_STORAGE, uid("sc", ctx.study_uid, ctx.series_uid, seed), "OT", 1)
+    hu = phantom_hu(rows, cols, 0.0)
+    _set_pixels(ds, np.clip((hu + 160) * (255 / 400), 0, 255).astype(np.uint8), "MONOCHROME2", 8)
+    ds.ConversionType = "WSD"
+    return _set_file_meta(ds, ts)
+
+
 # -- compressed variants --------------------------------------------------------
 
 
@@ -476,6 +494,7 @@ __all__ = [
     "demo_study",
     "make_ct",
     "make_mr",
+    "make_sc",
     "make_study",
     "make_us_multiframe",
     "not_dicom",

@@ -331,9 +331,18 @@ def make_dicom_wsi(cache_dir: str | os.PathLike, svs_path: str | os.PathLike) ->
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".tmp-dcm-"))
     try:
         WsiDicomizer.convert(str(svs_path), output_path=str(tmp), tile_size=None, workers=1)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        if not (out.is_dir() and any(out.iterdir())):  # another process may have won the race
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def default_cache_dir() -> Path:
+    """Where tests and benchmarks cache generated slides (VNA_SLIDE_CACHE overrides)."""
+    path = Path(
+        os.environ.get("VNA_SLIDE_CACHE") or Path(tempfile.gettempdir()) / "vna-slide-cache"
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    return path

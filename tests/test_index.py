@@ -1,0 +1,506 @@
+"""The SQLite index: storage, versions, QIDO matching, group commit, migrations.
+
+Records are built from real pydicom datasets written with their Specific
+Character Set and read back, so names arrive decoded exactly as from the parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import Dataset, dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from vna.errors import BadRequest, NotFound, StorageError
+from vna.index import SqliteIndex, make_index
+from vna.index.base import (
+    AddOutcome,
+    DuplicatePolicy,
+    InstanceRecord,
+    Query,
+    SlideRecord,
+    SlideStatus,
+)
+from vna.index.migrate import apply_migrations, load_migrations, schema_version
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+SR = "1.2.840.10008.5.1.4.1.1.88.11"
+KOREAN = "Hong^Gildong=洪^吉洞=홍^길동"
+JAPANESE = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+
+
+def dataset_json(charset: str | list[str] | None, **elements: Any) -> dict[str, Any]:
+    """Write a dataset with ``charset`` to Part-10 bytes and read it back."""
+    ds = Dataset()
+    if charset is not None:
+        ds.SpecificCharacterSet = charset
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return dcmread(BytesIO(buf.getvalue())).to_json_dict()
+
+
+def record(
+    sop: str,
+    *,
+    study: str,
+    series: str,
+    charset: str | list[str] | None = "ISO_IR 192",
+    version: str = "v1",
+    stored_at: float = 1000.0,
+    site: str | None = None,
+    **elements: Any,
+) -> InstanceRecord:
+    elements.setdefault("SOPClassUID", CT)
+    elements.setdefault("Modality", "CT")
+    elements.setdefault("PatientID", "ANON")
+    meta = dataset_json(
+        charset, SOPInstanceUID=sop, StudyInstanceUID=study, SeriesInstanceUID=series, **elements
+    )
+    identity = hashlib.sha256(f"{sop}/{version}".encode()).hexdigest()
+    return InstanceRecord(
+        sop_instance_uid=sop,
+        sop_class_uid=elements["SOPClassUID"],
+        study_instance_uid=study,
+        series_instance_uid=series,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        blob_key=f"dicom/{study}/{series}/{sop}/{identity}.dcm",
+        size=1234,
+        sha256=hashlib.sha256(identity.encode()).hexdigest(),
+        identity=identity,
+        num_frames=2,
+        frames=[[(300, 100)], [(400, 60), (470, 40)]],
+        metadata=meta,
+        stored_at=stored_at,
+        source="test",
+        site=site,
+    )
+
+
+def corpus() -> list[InstanceRecord]:
+    """Five patients, two of them sharing PatientID 12345 under different issuers."""
+    p1 = dict(
+        charset="ISO_IR 100",
+        PatientName="Müller^Jürgen",
+        PatientID="12345",
+        IssuerOfPatientID="HOSP_A",
+        PatientSex="M",
+        PatientBirthDate="19600101",
+        StudyDate="20200315",
+        StudyTime="101500",
+        AccessionNumber="ACC1",
+        ReferringPhysicianName="Smith^John",
+        StudyDescription="CT Chest",
+        PatientAge="060Y",
+        site="north",
+    )
+    p2 = dict(
+        PatientName="Doe^Jane",
+        PatientID="12345",
+        IssuerOfPatientID="HOSP_B",
+        StudyDate="20201231",
+        StudyTime="235900",
+        AccessionNumber="ACC2",
+        site="south",
+    )
+    p3 = dict(
+        charset=["", "ISO 2022 IR 149"],
+        PatientName=KOREAN,
+        PatientID="K1",
+        StudyDate="20190101",
+        StudyTime="0800",
+        AccessionNumber="A_%1",
+        site="north",
+    )
+    p4 = dict(
+        charset=["", "ISO 2022 IR 87"],
+        PatientName=JAPANESE,
+        PatientID="J1",
+        StudyDate="20210610",
+        AccessionNumber="AX%1",
+        site="north",
+    )
+    return [
+        record("1.1.1.1", study="1.1", series="1.1.1", InstanceNumber=2, StationName="CT_A", **p1),
+        record("1.1.1.2", study="1.1", series="1.1.1", InstanceNumber=1, StationName="CT_A", **p1),
+        record("1.1.2.1", study="1.1", series="1.1.2", SOPClassUID=SR, **{**p1, "Modality": "SR"}),
+        record("2.1.1.1", study="2.1", series="2.1.1", **{**p2, "Modality": "MR"}),
+        record("3.1.1.1", study="3.1", series="3.1.1", Rows=512, Columns=512, **p3),
+        record("4.1.1.1", study="4.1", series="4.1.1", **{**p4, "Modality": "US"}),
+    ]
+
+
+@pytest.fixture
+async def index(tmp_path: Path):
+    idx = make_index(f"sqlite:///{tmp_path / 'db' / 'index.db'}")
+    await idx.open()
+    yield idx
+    await idx.close()
+
+
+@pytest.fixture
+async def filled(index):
+    for rec in corpus():
+        assert await index.add(rec, DuplicatePolicy.KEEP) is AddOutcome.STORED
+    return index
+
+
+def values(items: list[dict], keyword_tag: str) -> list[Any]:
+    return [v for item in items for v in item.get(keyword_tag, {}).get("Value", [])]
+
+
+async def uids(index, level: str = "study", **kw: Any) -> list[str]:
+    tag = {"study": "0020000D", "series": "0020000E", "instance": "00080018"}[level]
+    result = await index.find(Query(level, **kw))
+    return values(result.items, tag)
+
+
+# -- patients ------------------------------------------------------------------
+
+
+async def test_same_patient_id_with_other_issuer_is_another_patient(filled) -> None:
+    both = await filled.find(Query("patient", {"PatientID": "12345"}))
+    assert sorted(values(both.items, "00100021")) == ["HOSP_A", "HOSP_B"]
+    assert len(both.items) == 2
+    one = await filled.find(Query("patient", {"PatientID": "12345", "IssuerOfPatientID": "HOSP_B"}))
+    assert values(one.items, "00100010") == [{"Alphabetic": "Doe^Jane"}]
+    assert values(one.items, "00201200") == [1]  # NumberOfPatientRelatedStudies
+
+
+async def test_names_decoded_from_each_charset_and_returned_as_stored(filled) -> None:
+    korean = await filled.find(Query("study", {"PatientName": "홍*"}))
+    assert values(korean.items, "00100010") == [
+        {"Alphabetic": "Hong^Gildong", "Ideographic": "洪^吉洞", "Phonetic": "홍^길동"}
+    ]
+    assert await uids(filled, filters={"PatientName": "hong^gildong"}) == ["3.1"]
+    assert await uids(filled, filters={"PatientName": "山田*"}) == ["4.1"]
+    assert await uids(filled, filters={"PatientName": "Yamada^Tarou=山田^太郎"}) == ["4.1"]
+    assert await uids(filled, filters={"PatientName": "MÜLLER^JÜRGEN"}) == ["1.1"]
+
+
+async def test_fuzzy_names_ignore_accents_and_case(filled) -> None:
+    assert await uids(filled, filters={"PatientName": "muller"}) == []
+    assert await uids(filled, filters={"PatientName": "muller"}, fuzzy=True) == ["1.1"]
+    assert await uids(filled, filters={"PatientName": "jurg mul"}, fuzzy=True) == ["1.1"]
+    assert await uids(filled, filters={"PatientName": "길"}, fuzzy=True) == ["3.1"]
+    assert await uids(filled, filters={"PatientName": "mullerx"}, fuzzy=True) == []
+    assert await uids(filled, filters={"ReferringPhysicianName": "SMI"}, fuzzy=True) == ["1.1"]
+
+
+# -- matching ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({"StudyDate": "20200101-20201231"}, ["2.1", "1.1"]),
+        ({"StudyDate": "-20191231"}, ["3.1"]),
+        ({"StudyDate": "20210101-"}, ["4.1"]),
+        ({"StudyDate": "20190101"}, ["3.1"]),
+        ({"StudyTime": "10-12"}, ["1.1"]),
+        ({"StudyTime": "101500.000-"}, ["2.1", "1.1"]),
+        ({"StudyTime": "-08"}, ["3.1"]),
+        ({"AccessionNumber": "A_%1"}, ["3.1"]),  # % and _ are literal characters
+        ({"AccessionNumber": "A?%1"}, ["4.1", "3.1"]),
+        ({"AccessionNumber": "ACC*"}, ["2.1", "1.1"]),
+        ({"AccessionNumber": "acc*"}, []),  # only person names are case-insensitive
+        ({"StudyInstanceUID": "1.1\\3.1\\9.9"}, ["1.1", "3.1"]),
+        ({"ModalitiesInStudy": "SR"}, ["1.1"]),
+        ({"Modality": "MR\\US"}, ["4.1", "2.1"]),
+        ({"PatientID": "12345", "StudyDate": "2020*"}, None),  # wildcard in a date: 400
+    ],
+)
+async def test_study_matching(filled, filters: dict, expected: list[str] | None) -> None:
+    if expected is None:
+        with pytest.raises(BadRequest):
+            await filled.find(Query("study", filters))
+        return
+    assert await uids(filled, filters=filters) == expected
+
+
+async def test_bad_values_and_unknown_keys(filled) -> None:
+    for filters in (
+        {"StudyInstanceUID": "1.2.x"},
+        {"StudyDate": "2020-13-01"},
+        {"NoSuchAttribute": "1"},
+    ):
+        with pytest.raises(BadRequest):
+            await filled.find(Query("study", filters))
+    hexed = await uids(filled, filters={"00100020": "K1"})
+    assert hexed == ["3.1"]
+
+
+async def test_computed_and_default_attributes(filled) -> None:
+    res = await filled.find(Query("study", {"StudyInstanceUID": "1.1"}))
+    (study,) = res.items
+    assert study["00080061"]["Value"] == ["CT", "SR"]  # ModalitiesInStudy
+    assert study["00201206"]["Value"] == [2]  # NumberOfStudyRelatedSeries
+    assert study["00201208"]["Value"] == [3]  # NumberOfStudyRelatedInstances
+    assert study["00080056"]["Value"] == ["ONLINE"]
+    assert study["00100030"]["Value"] == ["19600101"]
+    assert "00081010" not in study  # StationName is not a study default
+    patient = await filled.find(
+        Query("patient", {"PatientID": "12345", "IssuerOfPatientID": "HOSP_A"})
+    )
+    assert patient.items[0]["00201202"]["Value"] == [2]  # NumberOfPatientRelatedSeries
+    assert patient.items[0]["00201204"]["Value"] == [3]  # NumberOfPatientRelatedInstances
+
+
+async def test_nested_resources_and_ordering(filled) -> None:
+    series = await filled.find(Query("series", {"StudyInstanceUID": "1.1"}))
+    assert values(series.items, "0020000E") == ["1.1.1", "1.1.2"]
+    assert values(series.items, "00201209") == [2, 1]  # NumberOfSeriesRelatedInstances
+    inst = await filled.find(
+        Query("instance", {"StudyInstanceUID": "1.1", "SeriesInstanceUID": "1.1.1"})
+    )
+    assert values(inst.items, "00080018") == ["1.1.1.2", "1.1.1.1"]  # by InstanceNumber
+    assert values(inst.items, "00200013") == [1, 2]
+    rows = await filled.find(Query("instance", {"Rows": "512"}))
+    assert values(rows.items, "00080018") == ["3.1.1.1"]
+    assert values(rows.items, "00100020") == ["K1"]  # unscoped: study attributes too
+
+
+async def test_limit_offset_pages_are_disjoint_and_complete(filled) -> None:
+    everything = await uids(filled)
+    assert len(everything) == 4
+    pages = [await uids(filled, limit=3, offset=off) for off in (0, 3, 6)]
+    assert [len(p) for p in pages] == [3, 1, 0]
+    assert pages[0] + pages[1] == everything
+    assert everything == ["4.1", "2.1", "1.1", "3.1"]  # StudyDate descending
+
+
+async def test_unindexed_attributes_post_filter_or_warn(filled) -> None:
+    assert await uids(filled, "series", filters={"StationName": "CT_?"}) == ["1.1.1"]
+    assert await uids(filled, filters={"PatientAge": "060Y"}) == ["1.1"]
+    assert await uids(filled, filters={"PatientAge": "060Y"}, limit=1, offset=1) == []
+    res = await filled.find(Query("study", {"SOPClassUID": SR}))
+    assert len(res.items) == 4 and any("SOPClassUID" in w for w in res.warnings)
+
+
+async def test_include_fields(filled) -> None:
+    res = await filled.find(Query("study", {"StudyInstanceUID": "1.1"}, include=["StationName"]))
+    assert res.items[0]["00081010"]["Value"] == ["CT_A"]  # from a representative instance
+    every = await filled.find(Query("instance", {"SOPInstanceUID": "1.1.1.1"}, include_all=True))
+    assert every.items[0]["00081010"]["Value"] == ["CT_A"]
+    assert every.items[0]["00101010"]["Value"] == ["060Y"]
+
+
+async def test_sites_restrict_results(filled) -> None:
+    assert await uids(filled, sites=["south"]) == ["2.1"]
+    assert await uids(filled, sites=[]) == []
+    assert len(await uids(filled, "instance", sites=["north"])) == 5
+
+
+# -- records, versions, policies -----------------------------------------------
+
+
+async def test_get_instances_versions_roundtrip(filled) -> None:
+    rec = await filled.get("1.1.1.1")
+    assert rec.frames == [[(300, 100)], [(400, 60), (470, 40)]]
+    assert rec.metadata["00100010"]["Value"] == [{"Alphabetic": "Müller^Jürgen"}]
+    assert (rec.study_instance_uid, rec.series_instance_uid, rec.site) == ("1.1", "1.1.1", "north")
+    listed = await filled.instances("1.1")
+    assert [r.sop_instance_uid for r in listed] == ["1.1.1.2", "1.1.1.1", "1.1.2.1"]
+    assert [r.sop_instance_uid for r in await filled.instances("1.1", "1.1.2")] == ["1.1.2.1"]
+    assert await filled.instances("1.1", "1.1.2", "1.1.1.1") == []
+    assert await filled.instances("9.9") == []
+    with pytest.raises(NotFound):
+        await filled.get("9.9.9")
+
+
+async def test_duplicate_policies(filled) -> None:
+    base = dict(
+        study="2.1",
+        series="2.1.1",
+        PatientName="Doe^Jane",
+        PatientID="12345",
+        IssuerOfPatientID="HOSP_B",
+        Modality="MR",
+    )
+    same = record("2.1.1.1", **base)
+    assert await filled.add(same, DuplicatePolicy.REPLACE) is AddOutcome.DUPLICATE
+    v2 = record("2.1.1.1", version="v2", stored_at=2000.0, **base)
+    assert await filled.add(v2, DuplicatePolicy.REJECT) is AddOutcome.CONFLICT
+    assert len(await filled.versions("2.1.1.1")) == 1
+    assert await filled.add(v2, DuplicatePolicy.KEEP) is AddOutcome.SUPERSEDED
+    assert (await filled.get("2.1.1.1")).identity == same.identity
+    v3 = record("2.1.1.1", version="v3", stored_at=3000.0, **base)
+    assert await filled.add(v3, DuplicatePolicy.REPLACE) is AddOutcome.REPLACED
+    assert (await filled.get("2.1.1.1")).identity == v3.identity
+    versions = await filled.versions("2.1.1.1")
+    assert [v.identity for v in versions][0] == v3.identity
+    assert [v.current for v in versions] == [True, False, False]
+    study = (await filled.find(Query("study", {"StudyInstanceUID": "2.1"}))).items[0]
+    assert study["00201208"]["Value"] == [1]  # versions are not extra instances
+
+
+async def test_patient_attributes_follow_newest_current_instance(filled) -> None:
+    base = dict(study="2.5", series="2.5.1", PatientID="12345", IssuerOfPatientID="HOSP_B")
+    await filled.add(
+        record("2.5.1.1", PatientName="Doe^Janet", stored_at=5000.0, **base), DuplicatePolicy.KEEP
+    )
+    await filled.add(
+        record("2.5.1.2", PatientName="Old^Name", stored_at=10.0, **base), DuplicatePolicy.KEEP
+    )
+    res = await filled.find(Query("patient", {"PatientID": "12345", "IssuerOfPatientID": "HOSP_B"}))
+    assert values(res.items, "00100010") == [{"Alphabetic": "Doe^Janet"}]
+    assert values(res.items, "00201200") == [2]
+    assert await uids(filled, filters={"PatientName": "doe^jane"}) == []
+
+
+async def test_delete_updates_counters_and_removes_empty_rows(filled) -> None:
+    v2 = record(
+        "1.1.2.1",
+        study="1.1",
+        series="1.1.2",
+        version="v2",
+        PatientID="12345",
+        IssuerOfPatientID="HOSP_A",
+        Modality="SR",
+        SOPClassUID=SR,
+    )
+    original = await filled.get("1.1.2.1")
+    assert await filled.add(v2, DuplicatePolicy.KEEP) is AddOutcome.SUPERSEDED
+    removed = await filled.delete("1.1", "1.1.2")
+    assert sorted(r.identity for r in removed) == sorted([v2.identity, original.identity])
+    study = (await filled.find(Query("study", {"StudyInstanceUID": "1.1"}))).items[0]
+    assert study["00080061"]["Value"] == ["CT"]
+    assert study["00201206"]["Value"] == [1] and study["00201208"]["Value"] == [2]
+    assert await filled.delete("1.1", "1.1.1", "9.9.9") == []
+    assert len(await filled.delete("1.1")) == 2
+    assert await uids(filled, filters={"PatientID": "12345"}) == ["2.1"]
+    patients = await filled.find(Query("patient", {"PatientID": "12345"}))
+    assert values(patients.items, "00100021") == ["HOSP_B"]
+    assert await uids(filled, filters={"PatientName": "mul"}, fuzzy=True) == []
+    keys = [k async for k, _sha, _size in filled.blob_keys()]
+    assert len(keys) == 3 and all(r.blob_key not in keys for r in removed)
+    await filled.clear()
+    assert [k async for k in filled.blob_keys()] == []
+    assert await uids(filled) == []
+
+
+# -- group commit --------------------------------------------------------------
+
+
+async def test_concurrent_adds_are_group_committed_and_durable(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'gc.db'}"
+    idx = make_index(url)
+    await idx.open()
+    template = record("5.1.1.0", study="5.1", series="5.1.1", PatientID="GC")
+    recs = []
+    for n in range(200):
+        meta = dict(template.metadata)
+        meta["00080018"] = {"vr": "UI", "Value": [f"5.1.1.{n}"]}
+        recs.append(
+            InstanceRecord(
+                **{
+                    **{f: getattr(template, f) for f in InstanceRecord.__slots__},
+                    "sop_instance_uid": f"5.1.1.{n}",
+                    "identity": f"{n:064x}",
+                    "metadata": meta,
+                }
+            )
+        )
+    bad = InstanceRecord(
+        **{
+            **{f: getattr(template, f) for f in InstanceRecord.__slots__},
+            "sop_instance_uid": "5.1.1.999",
+            "identity": None,
+        }
+    )
+    outcomes = await asyncio.gather(
+        *(idx.add(r, DuplicatePolicy.KEEP) for r in recs[:100]),
+        idx.add(bad, DuplicatePolicy.KEEP),
+        *(idx.add(r, DuplicatePolicy.KEEP) for r in recs[100:]),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[100], StorageError)  # fails alone, inside the batch
+    assert [o for i, o in enumerate(outcomes) if i != 100] == [AddOutcome.STORED] * 200
+    await idx.close()
+    with sqlite3.connect(tmp_path / "gc.db") as conn:  # committed, seen by a new connection
+        assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 200
+        assert conn.execute("SELECT num_instances FROM studies").fetchone()[0] == 200
+    again = make_index(url)
+    await again.open()
+    assert len(await again.instances("5.1")) == 200
+    await again.close()
+
+
+# -- migrations, factory, slides -----------------------------------------------
+
+
+async def test_migrations_apply_once_and_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    migrations = load_migrations()
+    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+    assert len(migrations) >= 2
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert apply_migrations(conn, upto=1) == [1]  # a database left at version 1
+    assert schema_version(conn) == 1
+    conn.close()
+    idx = SqliteIndex(f"sqlite:///{path}", path)
+    await idx.open()
+    await idx.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert schema_version(conn) == len(migrations)
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "studies_site" in names  # from migration 2
+    assert apply_migrations(conn) == []  # reopening applies nothing
+    assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == len(migrations)
+    conn.close()
+
+
+def test_make_index_urls(tmp_path: Path) -> None:
+    with pytest.raises(BadRequest, match="not yet supported"):
+        make_index("postgresql://user@db/vna")
+    with pytest.raises(BadRequest):
+        make_index("mysql://x/y")
+    assert make_index(f"sqlite:///{tmp_path}/a.db").path == f"{tmp_path}/a.db"
+    assert make_index("sqlite:///rel/a.db").path == "rel/a.db"
+
+
+async def test_slides_crud(index) -> None:
+    slide = SlideRecord(
+        id="s1",
+        name="Liver",
+        source="liver.svs",
+        properties={"mpp": 0.25},
+        created_at=1.0,
+        site="north",
+    )
+    await index.put_slide(slide)
+    await index.put_slide(SlideRecord(id="s2", name="Kidney", source="k.svs", created_at=2.0))
+    assert (await index.get_slide("s1")).properties == {"mpp": 0.25}
+    assert [s.id for s in await index.list_slides()] == ["s2", "s1"]
+    assert [s.id for s in await index.list_slides(["north"])] == ["s1"]
+    await index.update_slide(
+        "s1", status=SlideStatus.READY, progress=1.0, width=4096, properties={"vendor": "aperio"}
+    )
+    got = await index.get_slide("s1")
+    assert (got.status, got.width, got.properties) == (
+        SlideStatus.READY,
+        4096,
+        {"vendor": "aperio"},
+    )
+    with pytest.raises(BadRequest):
+        await index.update_slide("s1", nonsense=1)
+    await index.delete_slide("s1")
+    for call in (
+        index.get_slide("s1"),
+        index.delete_slide("s1"),
+        index.update_slide("s1", width=1),
+    ):
+        with pytest.raises(NotFound):
+            await call

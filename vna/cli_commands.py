@@ -44,12 +44,19 @@ def _no_args(p: argparse.ArgumentParser) -> None:
     pass
 
 
+def _slides_args(p: argparse.ArgumentParser) -> None:
+    from vna.slides.cli import add_arguments
+
+    add_arguments(p)
+
+
 PARSERS = {
     "serve": ("run the archive (DICOMweb, DIMSE, slides, viewer)", _serve_args),
     "import": ("import DICOM files and folders", _import_args),
     "reindex": ("rebuild the index from the blobs", _no_args),
     "fsck": ("verify every blob's checksum and find orphans", _fsck_args),
     "demo": ("import the demo study (made on first use)", _no_args),
+    "slides": ("add, list, remove and build slides", _slides_args),
 }
 
 
@@ -215,3 +222,10 @@ def demo_cmd(settings: Settings, args: argparse.Namespace) -> int:
     counts = run(import_files(settings, [str(cache)], quiet=True))
     print(f"demo study: stored {counts['stored']}, already there {counts['duplicates']}")
     return 0 if not counts["failed"] else 1
+
+
+@command("slides")
+def slides_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    from vna.slides.cli import main as slides_main
+
+    return run(slides_main(settings, args))

@@ -34,6 +34,15 @@ class _Aborted(Exception):
     """Raised inside a worker when another one failed or the build was cancelled."""
 
 
+def replicate_edge(pixels: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Copy an odd last real column/row into the padding so reduce2 averages only real pixels."""
+    if w < pixels.shape[1] and w % 2:
+        pixels[:, w] = pixels[:, w - 1]
+    if h < pixels.shape[0] and h % 2:
+        pixels[h] = pixels[h - 1]
+    return pixels
+
+
 def reduce2(tile: np.ndarray) -> np.ndarray:
     """2x2 area average of an (2h, 2w, 3) uint8 array (rounded), as (h, w, 3)."""
     acc = tile[0::2, 0::2].astype(np.uint16)
@@ -78,7 +87,7 @@ class PyramidBuilder:
         sink: ShardSink,
         *,
         workers: int = 0,
-        quality: int = 85,
+        quality: int = 90,
         passthrough: bool = True,
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
@@ -159,7 +168,7 @@ class PyramidBuilder:
             parent, below = self.levels[k + 1], self.levels[k]
             key = (k + 1, col // 2, row // 2)
             kids = self._pending.setdefault(key, [])
-            kids.append((col % 2, row % 2, reduce2(pixels)))
+            kids.append((col % 2, row % 2, self._reduce(below, col, row, pixels)))
             if len(kids) < len(parent.children(col // 2, row // 2, below)):
                 return
             del self._pending[key]
@@ -203,13 +212,17 @@ class PyramidBuilder:
             pixels, data = self._level0(lv, col, row)
         else:
             kids = [
-                (dx, dy, reduce2(self._make(k - 1, c, r, out)))
+                (dx, dy, self._reduce(self.levels[k - 1], c, r, self._make(k - 1, c, r, out)))
                 for c, r, dx, dy in lv.children(col, row, self.levels[k - 1])
             ]
             pixels = self._compose(lv, col, row, kids)
             data = encode_jpeg(pixels, self.quality)
         out.append((k, col, row, data))
         return pixels
+
+    def _reduce(self, lv: Level, col: int, row: int, pixels: np.ndarray) -> np.ndarray:
+        _, _, w, h = lv.tile_box(col, row)
+        return reduce2(replicate_edge(pixels, w, h))
 
     def _compose(self, lv: Level, col: int, row: int, kids: list) -> np.ndarray:  # type: ignore[type-arg]
         t, h = lv.tile, lv.tile // 2

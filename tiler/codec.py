@@ -31,7 +31,7 @@ class JpegCodec(ArrayBytesCodec):
     """(3, H, W) uint8 chunk <-> baseline JPEG; channel-first as OME-NGFF wants (c, y, x)."""
 
     is_fixed_size = False
-    quality: int = 85
+    quality: int = 90
 
     @classmethod
     def from_dict(cls, data: dict[str, JSON]) -> Self:

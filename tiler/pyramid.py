@@ -125,7 +125,7 @@ async def build_pyramid(
     tile_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
-    quality: int = 85,
+    quality: int = 90,
     shard_tiles: int = DEFAULT_SHARD_TILES,
 ) -> PyramidInfo:
     """Build the pyramid of ``source_path`` under ``prefix``; SlideError / Cancelled on failure.

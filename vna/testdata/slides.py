@@ -310,7 +310,8 @@ def make_tiled_tiff(
                     dtype=np.uint8,
                     tile=(tile, tile),
                     photometric="rgb",
-                    compression=("jpeg", 85),
+                    compression="jpeg",
+                    compressionargs={"level": 85},
                     subfiletype=0 if scale == 1 else 1,
                     metadata=None,
                 )

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from pydicom.data import get_charset_files, get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.encaps import generate_frames
+from pydicom.encaps import generate_frames, itemize_fragment
 from pydicom.pixels import pack_bits
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -357,3 +357,41 @@ def test_large_instance_parses_in_bounded_memory(tmp_path: Path) -> None:
     assert p.num_frames == 40 and len(p.frames) == 40
     assert p.frames[-1][0][0] + p.frames[-1][0][1] == p.size
     assert peak < 16 * 2**20
+
+
+def _crafted(tmp_path: Path, fragments: list[bytes], bot: list[int], eot: list[int] | None) -> Path:
+    """Two frames over hand-made fragments, with the given offset tables."""
+    ds = td.make_us_multiframe(seed=20, frames=2)
+    items = b"".join(itemize_fragment(f) for f in fragments)
+    table = b"".join(o.to_bytes(4, "little") for o in bot)
+    ds.PixelData = itemize_fragment(table) + items + b"\xfe\xff\xdd\xe0\0\0\0\0"
+    ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
+    if eot is not None:
+        ds.ExtendedOffsetTable = b"".join(o.to_bytes(8, "little") for o in eot)
+        ds.ExtendedOffsetTableLengths = b"".join((0).to_bytes(8, "little") for _ in eot)
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    return _write(tmp_path, ds)
+
+
+def test_frame_mapping_precedence(tmp_path: Path) -> None:
+    # four fragments; frames start at fragments 0 and 2 by their markers
+    frags = [b"\xff\xd8AAAA", b"BBBB", b"\xff\xd8CC", b"DDDDDD"]
+    starts = [0]
+    for f in frags[:-1]:
+        starts.append(starts[-1] + 8 + len(f))  # item offsets from the first item tag
+
+    def frames(bot: list[int], eot: list[int] | None) -> list[bytes]:
+        path = _crafted(tmp_path, frags, bot, eot)
+        return _segments(path, parse_part10(path))
+
+    # the Extended Offset Table wins over everything (here: frames 0 | 1,2,3)
+    assert frames([0, starts[3]], [0, starts[1]]) == [frags[0], b"".join(frags[1:])]
+    # then the Basic Offset Table (frames 0,1,2 | 3)
+    assert frames([0, starts[3]], None) == [b"".join(frags[:3]), frags[3]]
+    # then start markers (frames 0,1 | 2,3)
+    assert frames([], None) == [frags[0] + frags[1], frags[2] + frags[3]]
+    # a table pointing between items is ignored in favour of the next method
+    assert frames([0, starts[1] + 2], None) == [frags[0] + frags[1], frags[2] + frags[3]]
+    # nothing consistent: frames cannot be located
+    path = _crafted(tmp_path, [b"xx", b"yy", b"zz"], [], None)
+    assert parse_part10(path).frames is None

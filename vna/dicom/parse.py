@@ -38,6 +38,7 @@ _T = TypeVar("_T")
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _CHUNK = 1 << 20
 DEFER_SIZE = 1024  # values above this stay on disk while parsing
+NATIVE_TS = frozenset({IMPLICIT_LE, "1.2.840.10008.1.2.1"})
 REQUIRED_UIDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
@@ -162,6 +163,8 @@ def _frame_map(
             eot = fp.read(el.length)
         return n, _frames.encapsulated_frames(fp, bot, frags, n, eot)
     if ts == EXPLICIT_BE:  # raw bytes would be big-endian: serve decoded frames
+        return n, None
+    if ts not in NATIVE_TS:  # a compressed syntax with a native-looking value: unusable
         return n, None
     rows, cols, samples, bits = (
         _int(ds, k, 0) for k in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated")

@@ -37,6 +37,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from vna.testdata.phantoms import chest_hu, head_t2
+
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 US_MULTIFRAME_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"
@@ -170,33 +172,7 @@ def _set_pixels(ds: Dataset, arr: np.ndarray, photometric: str, bits_stored: int
     ds["PixelData"].VR = "OW" if ds.BitsAllocated > 8 else "OB"
 
 
-def phantom_hu(rows: int, cols: int, z: float = 0.0) -> np.ndarray:
-    """A chest-like slice in Hounsfield units: body, lungs, spine, heart, ribs.
-
-    ``z`` in [-1, 1] moves through the volume so a series does not repeat itself.
-    """
-    y, x = np.mgrid[-1 : 1 : rows * 1j, -1 : 1 : cols * 1j]
-    img = np.full((rows, cols), -1000.0)
-
-    def ellipse(cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
-        return ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 <= 1.0
-
-    shrink = np.sqrt(max(0.05, 1.0 - 0.6 * z * z))
-    img[ellipse(0, 0.05, 0.85 * shrink, 0.6 * shrink)] = 40  # soft tissue
-    img[ellipse(0, 0.05, 0.8 * shrink, 0.55 * shrink)] = -80  # fat layer
-    img[ellipse(0, 0.05, 0.74 * shrink, 0.5 * shrink)] = 35
-    for side in (-1, 1):
-        img[ellipse(side * 0.36, 0.0, 0.28 * shrink, 0.38 * shrink)] = -820  # lungs
-    img[ellipse(0.08, -0.05, 0.2 * shrink, 0.18 * shrink)] = 45 + 10 * z  # heart
-    img[ellipse(0, 0.42 * shrink, 0.09, 0.08)] = 700  # vertebra
-    img[ellipse(0, 0.42 * shrink, 0.04, 0.035)] = 30  # canal
-    img[ellipse(0.0, -0.22, 0.05, 0.05)] = 160 + 40 * z  # aorta with contrast
-    ring = ellipse(0, 0.05, 0.78 * shrink, 0.53 * shrink) & ~ellipse(
-        0, 0.05, 0.74 * shrink, 0.49 * shrink
-    )
-    img[ring & (np.sin(np.arctan2(y, x) * 14) > 0.6)] = 500  # ribs
-    rng = np.random.default_rng(int((z + 2) * 1000))
-    return img + rng.normal(0, 6, img.shape)
+phantom_hu = chest_hu  # kept under its first name
 
 
 def make_ct(
@@ -244,14 +220,8 @@ def make_mr(
     ds = _base(
         ctx, MR_IMAGE_STORAGE, uid("mr", ctx.study_uid, ctx.series_uid, index), "MR", index + 1
     )
-    y, x = np.mgrid[-1 : 1 : rows * 1j, -1 : 1 : cols * 1j]
     z = -0.8 + 1.6 * index / max(1, count - 1) if count > 1 else 0.0
-    r = np.sqrt((x / 0.75) ** 2 + (y / 0.9) ** 2) / np.sqrt(max(0.1, 1 - z * z * 0.7))
-    img = np.where(r < 1, 300.0, 0.0) + np.where(r < 0.93, 500.0, 0.0)  # scalp, brain
-    img += np.where((r < 0.8) & (np.cos(8 * np.arctan2(y, x) + 6 * r) > 0.3), 250.0, 0.0)  # gyri
-    img[np.sqrt((x / 0.12) ** 2 + ((y + 0.05) / 0.25) ** 2) < 1] = 1400  # ventricles (T2)
-    rng = np.random.default_rng(seed * 1000 + index)
-    img = np.clip(img + rng.normal(0, 15, img.shape), 0, 4095)
+    img = head_t2(rows, cols, z)
     _set_pixels(ds, img.astype("<u2"), "MONOCHROME2", 12)
     ds.ScanningSequence, ds.SequenceVariant = "SE", "NONE"
     ds.MagneticFieldStrength, ds.EchoTime, ds.RepetitionTime = 3, 90, 4000

@@ -19,7 +19,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from vna.errors import BadRequest, NotFound, StorageError
-from vna.index import SqliteIndex, make_index
+from vna.index import SqliteIndex, make_index, reads
 from vna.index.base import (
     AddOutcome,
     DuplicatePolicy,
@@ -188,6 +188,8 @@ async def test_names_decoded_from_each_charset_and_returned_as_stored(filled) ->
     assert await uids(filled, filters={"PatientName": "山田*"}) == ["4.1"]
     assert await uids(filled, filters={"PatientName": "Yamada^Tarou=山田^太郎"}) == ["4.1"]
     assert await uids(filled, filters={"PatientName": "MÜLLER^JÜRGEN"}) == ["1.1"]
+    assert await uids(filled, filters={"PatientName": "müller^jürgen^^"}) == ["1.1"]
+    assert await uids(filled, filters={"PatientName": "müller"}) == []
 
 
 async def test_fuzzy_names_ignore_accents_and_case(filled) -> None:
@@ -287,6 +289,19 @@ async def test_unindexed_attributes_post_filter_or_warn(filled) -> None:
     assert await uids(filled, filters={"PatientAge": "060Y"}, limit=1, offset=1) == []
     res = await filled.find(Query("study", {"SOPClassUID": SR}))
     assert len(res.items) == 4 and any("SOPClassUID" in w for w in res.warnings)
+    # not kept in the instance rows' summary: matched against the full metadata
+    jis = {"SpecificCharacterSet": "ISO 2022 IR 87"}
+    assert await uids(filled, "instance", filters=jis) == ["4.1.1.1"]
+    seq = await filled.find(Query("series", {"RequestAttributesSequence": "X"}))
+    assert len(seq.items) == 5 and any("sequence" in w for w in seq.warnings)
+
+
+async def test_post_filter_scan_is_bounded(filled, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reads, "MAX_POST_SCAN", 2)
+    res = await filled.find(Query("instance", {"StationName": "nothing"}))
+    assert res.items == [] and any("stopped after 2" in w for w in res.warnings)
+    plain = await filled.find(Query("instance", {}))
+    assert len(plain.items) == 6 and plain.warnings == []  # no post-filter: no bound
 
 
 async def test_include_fields(filled) -> None:

@@ -119,10 +119,21 @@ SERIES_KEYS = _words(
     "InstitutionAddress InstitutionalDepartmentName StationName ManufacturerModelName "
     "DeviceSerialNumber SoftwareVersions FrameOfReferenceUID"
 )
+INSTANCE_KEYS = _words(
+    "SOPClassUID SOPInstanceUID InstanceNumber Rows Columns BitsAllocated NumberOfFrames "
+    "TimezoneOffsetFromUTC ContentDate ContentTime AcquisitionDateTime AcquisitionDate "
+    "AcquisitionTime AcquisitionNumber ImageType SamplesPerPixel PhotometricInterpretation "
+    "InstanceCreationDate InstanceCreationTime ContentLabel ContentDescription "
+    "PresentationCreationDate ObservationDateTime CompletionFlag VerificationFlag "
+    "ContainerIdentifier TotalPixelMatrixColumns TotalPixelMatrixRows "
+    "TotalPixelMatrixFocalPlanes ImagedVolumeWidth ImagedVolumeHeight ImagedVolumeDepth "
+    "DimensionOrganizationType NumberOfOpticalPaths SeriesInstanceUID StudyInstanceUID"
+)
 LEVEL_KEYS: dict[Level, list[str]] = {
     "patient": PATIENT_KEYS,
     "study": STUDY_KEYS,
     "series": SERIES_KEYS,
+    "instance": INSTANCE_KEYS,
 }
 
 # Default returned attributes (PS3.18 Table 6.7.1-2), before the matched keys.
@@ -196,6 +207,12 @@ _NAME_SPLIT = re.compile(r"[\^\s=,]+")
 def fold(text: str) -> str:
     """Case-insensitive comparison key (case only; accents kept)."""
     return unicodedata.normalize("NFC", text).casefold()
+
+
+def fold_pn(text: str) -> str:
+    """Person-name comparison key: case-folded, empty trailing components dropped
+    ('DOE^JANE^^' equals 'doe^jane')."""
+    return fold(text).rstrip("^ ")
 
 
 def fuzzy_key(text: str) -> str:
@@ -306,7 +323,7 @@ def column_values(meta: dict[str, Any], level: Level) -> dict[str, Any]:
         if attr.kind == "pn":
             groups = pn_groups(first(meta, attr.keyword))
             for suffix, g in zip("aip", groups, strict=True):
-                out[f"{attr.column}_{suffix}"] = fold(g)
+                out[f"{attr.column}_{suffix}"] = fold_pn(g)
         elif attr.kind == "int":
             out[attr.column] = int_of(meta, attr.keyword)
         elif attr.kind == "date":

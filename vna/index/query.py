@@ -76,7 +76,7 @@ def parse_match(keyword: str, kind: str, value: str, fuzzy: bool = False) -> Mat
     if kind == "pn":
         if fuzzy:
             return Match("fuzzy", [value])
-        items = [attrs.fold(it) for it in items]
+        items = [attrs.fold_pn(it) for it in items]
     if any(_is_wild(it) for it in items):
         return Match("wild", items)
     return Match("exact", items)
@@ -180,6 +180,7 @@ def _pn_sql(attr: Attr, m: Match, params: list[Any], owner: str) -> str:
         if "=" in it:  # groups given explicitly: each non-empty group must match
             ands = []
             for suffix, group in zip("aip", (it.split("=") + ["", ""])[:3], strict=True):
+                group = group.rstrip("^ ")
                 if group:
                     g = Match("wild" if _is_wild(group) else "exact", [group])
                     ands.append(_text_sql(f"{attr.ref}_{suffix}", g, params))
@@ -260,6 +261,10 @@ def _compile_one(keyword: str, value: str, query: Query, out: Compiled) -> None:
                 f"{keyword} is not an attribute of the {query.level} level: ignored"
             )
         return
+    if attrs.vr_of(keyword) == "SQ":
+        if value.strip():
+            out.warnings.append(f"{keyword}: matching inside sequences is not supported: ignored")
+        return
     m = parse_match(keyword, _post_kind(keyword), value, query.fuzzy)
     if m.kind != "any":
         out.post.append((keyword, m))
@@ -319,7 +324,7 @@ def _wild_regex(pattern: str) -> re.Pattern[str]:
 def _value_strings(kind: str, element: dict[str, Any] | None) -> list[str]:
     values = (element or {}).get("Value") or []
     if kind == "pn":
-        return [attrs.fold(g) for v in values for g in attrs.pn_groups(v) if g]
+        return [attrs.fold_pn(g) for v in values for g in attrs.pn_groups(v) if g]
     if kind == "int":
         return [str(int(v)) for v in values if str(v).strip().lstrip("+-").isdigit()]
     if kind == "date":

@@ -11,12 +11,15 @@ import json
 from typing import Any
 
 from vna.index import attrs
-from vna.index.attrs import COMPUTED, LEVEL_KEYS, LEVEL_RANK, tag_hex
+from vna.index.attrs import COMPUTED, LEVEL_KEYS, LEVEL_RANK, LEVELS, tag_hex
 from vna.index.base import FindResult, InstanceRecord, Level, Query
 from vna.index.query import Compiled, compile_query, matches, returned_keywords
 from vna.index.writes import frames_from_json
 
 Conn = Any
+# Rows a Python post-filter may examine before giving up (with a warning), so an
+# unindexed key alone cannot turn a search into a scan of the whole archive.
+MAX_POST_SCAN = 50_000
 
 _RECORD_SQL = (
     "SELECT i.*, se.series_uid, s.study_uid FROM instances i "
@@ -114,7 +117,7 @@ _SELECT["series"] = (
     _SELECT["study"]
     + ", se.pk AS series_pk, se.attrs AS se_attrs, se.num_instances AS se_instances"
 )
-_SELECT["instance"] = _SELECT["series"] + ", i.metadata AS i_meta"
+_SELECT["instance"] = _SELECT["series"] + ", i.pk AS instance_pk, i.attrs AS i_attrs"
 _ORDER: dict[Level, str] = {
     "patient": "ORDER BY p.patient_id, p.issuer",
     "study": "ORDER BY s.study_date DESC, s.study_uid DESC",
@@ -135,8 +138,15 @@ def find_sync(conn: Conn, query: Query) -> FindResult:
         params += [query.limit if query.limit is not None else -1, query.offset]
     builder = _Builder(conn, query, compiled)
     items: list[dict[str, Any]] = []
+    warnings = list(compiled.warnings)
     skipped = 0
-    for row in conn.execute(sql, params):
+    for scanned, row in enumerate(conn.execute(sql, params)):
+        if compiled.post and scanned >= MAX_POST_SCAN:
+            warnings.append(
+                f"stopped after {MAX_POST_SCAN} candidates for the unindexed key(s) "
+                f"{', '.join(k for k, _ in compiled.post)}: add an indexed key to narrow"
+            )
+            break
         ctx = _Row(conn, query.level, row)
         if compiled.post and not all(matches(k, m, ctx.element(k)) for k, m in compiled.post):
             continue
@@ -146,7 +156,7 @@ def find_sync(conn: Conn, query: Query) -> FindResult:
         items.append(builder.build(ctx))
         if compiled.post and query.limit is not None and len(items) >= query.limit:
             break
-    return FindResult(items=items, warnings=list(compiled.warnings))
+    return FindResult(items=items, warnings=warnings)
 
 
 class _Row:
@@ -160,8 +170,10 @@ class _Row:
     @property
     def sources(self) -> list[dict[str, Any]]:
         if self._sources is None:
-            cols = ("p_attrs", "s_attrs", "se_attrs", "i_meta")[: LEVEL_RANK[self.level] + 1]
-            self._sources = [json.loads(self.row[c]) for c in cols]
+            cols = ("p_attrs", "s_attrs", "se_attrs", "i_attrs")[: LEVEL_RANK[self.level] + 1]
+            self._sources = [json.loads(self.row[c]) for c in cols if self.row[c] is not None]
+            if self.level == "instance" and self.row["i_attrs"] is None:
+                self._sources.append(self.representative())  # written before migration 3
         return self._sources
 
     def representative(self) -> dict[str, Any]:
@@ -169,7 +181,10 @@ class _Row:
         level rows do not keep (e.g. includefield=StationName at study level)."""
         if self._rep is None:
             if self.level == "instance":
-                self._rep = self.sources[-1]
+                got = self.conn.execute(
+                    "SELECT metadata FROM instances WHERE pk = ?", (self.row["instance_pk"],)
+                ).fetchone()
+                self._rep = json.loads(got[0])
             elif self.level == "patient":
                 self._rep = {}
             else:
@@ -201,9 +216,7 @@ class _Row:
 def _kept_at(keyword: str, level: Level) -> bool:
     """Is the attribute kept in the level rows (so absence there means absent)?"""
     rank = LEVEL_RANK[level]
-    if rank == 3:
-        return True
-    return any(keyword in LEVEL_KEYS[lvl] for lvl in ("patient", "study", "series")[: rank + 1])
+    return any(keyword in LEVEL_KEYS[lvl] for lvl in LEVELS[: rank + 1])
 
 
 class _Builder:
@@ -214,7 +227,8 @@ class _Builder:
     def build(self, ctx: _Row) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.query.include_all:
-            for src in ctx.sources:
+            extra = [ctx.representative()] if ctx.level == "instance" else []
+            for src in [*ctx.sources, *extra]:
                 for tag, elem in src.items():
                     if "BulkDataURI" not in elem and "InlineBinary" not in elem:
                         out[tag] = elem

@@ -64,6 +64,7 @@ def insert_instance(
         "num_frames": rec.num_frames,
         "frames": None if rec.frames is None else attrs.dumps(rec.frames),
         "metadata": attrs.dumps(rec.metadata),
+        "attrs": attrs.level_json(rec.metadata, "instance"),
         "stored_at": rec.stored_at,
         "source": rec.source,
         "site": rec.site,

@@ -1,0 +1,87 @@
+"""Known peers: the registry (configured + run-time, persisted) and its HTTP API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from vna.dimse.api import PEERS, routes
+from vna.dimse.peers import PeerRegistry, make_peer
+from vna.errors import BadRequest, Conflict, NotFound
+from vna.settings import Peer
+from vna.web import add_routes, error_middleware
+
+
+def test_runtime_peers_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "peers.json"
+    reg = PeerRegistry([Peer("PACS", "10.0.0.1", 104)], path)
+    reg.add(Peer("WORKSTATION", "127.0.0.1", 11113))
+    again = PeerRegistry([Peer("PACS", "10.0.0.1", 104)], path)
+    assert again.get("WORKSTATION") == Peer("WORKSTATION", "127.0.0.1", 11113)
+    assert again.get("PACS ") == Peer("PACS", "10.0.0.1", 104)  # trailing padding ignored
+    assert [(p["ae_title"], p["source"]) for p in again.list()] == [
+        ("PACS", "config"),
+        ("WORKSTATION", "api"),
+    ]
+    # configured peers are not written to the file
+    assert [p["ae_title"] for p in json.loads(path.read_text())] == ["WORKSTATION"]
+
+
+def test_configured_peers_are_read_only(tmp_path: Path) -> None:
+    reg = PeerRegistry([Peer("PACS", "10.0.0.1", 104)], tmp_path / "peers.json")
+    with pytest.raises(Conflict):
+        reg.add(Peer("PACS", "127.0.0.1", 1))
+    with pytest.raises(Conflict):
+        reg.remove("PACS")
+    with pytest.raises(NotFound):
+        reg.remove("NOBODY")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"ae_title": "", "host": "h", "port": 104},
+        {"ae_title": "A" * 17, "host": "h", "port": 104},
+        {"ae_title": "A\\B", "host": "h", "port": 104},
+        {"ae_title": "OK", "host": "", "port": 104},
+        {"ae_title": "OK", "host": "h", "port": 0},
+        {"ae_title": "OK", "host": "h", "port": "104"},
+        {"ae_title": "OK", "host": "h", "port": 104, "extra": 1},
+        ["OK", "h", 104],
+    ],
+)
+def test_invalid_peers_are_refused(body: object) -> None:
+    with pytest.raises(BadRequest):
+        make_peer(body)
+
+
+@pytest.fixture
+async def client(aiohttp_client, tmp_path: Path):
+    app = web.Application(middlewares=[error_middleware])
+    app[PEERS] = PeerRegistry([Peer("PACS", "10.0.0.1", 104)], tmp_path / "peers.json")
+    add_routes(app, routes())
+    return await aiohttp_client(app)
+
+
+async def test_api_lists_adds_and_deletes(client, tmp_path: Path) -> None:
+    resp = await client.post(
+        "/api/peers", json={"ae_title": "DEST", "host": "127.0.0.1", "port": 11113}
+    )
+    assert resp.status == 201
+    assert (await resp.json())["ae_title"] == "DEST"
+    resp = await client.get("/api/peers")
+    assert [p["ae_title"] for p in await resp.json()] == ["DEST", "PACS"]
+    assert (await client.delete("/api/peers/DEST")).status == 204
+    assert (await client.delete("/api/peers/DEST")).status == 404
+    assert (await client.delete("/api/peers/PACS")).status == 409
+    assert [p["ae_title"] for p in await (await client.get("/api/peers")).json()] == ["PACS"]
+
+
+async def test_api_refuses_bad_bodies(client) -> None:
+    assert (await client.post("/api/peers", data=b"not json")).status == 400
+    resp = await client.post("/api/peers", json={"ae_title": "X", "host": "h", "port": 70000})
+    assert resp.status == 400
+    assert "port" in (await resp.json())["error"]

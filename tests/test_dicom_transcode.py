@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 import tracemalloc
 from pathlib import Path
 
@@ -244,3 +246,21 @@ def test_one_frame_of_a_large_file_is_read_alone(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert raw == frame and image.size == (128, 128)
     assert peak < 40 * 2**20, peak
+
+
+@pytest.mark.dcmtk
+@pytest.mark.parametrize(
+    "target, tool",
+    [(JPEGLosslessSV1, "dcmdjpeg"), (JPEGLSLossless, "dcmdjpls"), (RLELossless, "dcmdrle")],
+)
+@pytest.mark.parametrize("source", ["ct", "us"])
+def test_dcmtk_decodes_our_output_to_the_same_pixels(
+    tmp_path: Path, source: str, target: str, tool: str
+) -> None:
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} (dcmtk) is not installed")
+    data = SOURCES[source]()
+    encoded, decoded = tmp_path / "in.dcm", tmp_path / "out.dcm"
+    encoded.write_bytes(transcode_part10(data, target))
+    subprocess.run([tool, str(encoded), str(decoded)], check=True, capture_output=True)
+    assert np.array_equal(_pixels(decoded.read_bytes()), _pixels(data))

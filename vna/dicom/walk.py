@@ -121,7 +121,7 @@ class Walker:
             raise InvalidDicom(f"sequences nested deeper than {MAX_DEPTH} levels")
         items: list[Element] = []
         while True:
-            g, e, length = self._tag_len.unpack(self._read(pos, 8, f"item of {tag_str(owner)}"))
+            g, e, length = self._tag_len.unpack(self._read(pos, 8, "sequence item header"))
             tag = g << 16 | e
             if tag == SEQ_DELIM:
                 items.append(Element(tag, None, pos, pos + 8, 0, False))

@@ -33,6 +33,7 @@ class Settings:
     dimse: str = "127.0.0.1:11112"  # "" disables the DIMSE service
     ae_title: str = "VNA"
     base_path: str = "/dicom-web"
+    public_url: str = ""  # scheme://host[:port] as clients see it, behind a proxy
     cors_origins: list[str] = field(default_factory=list)
     duplicate_policy: DuplicatePolicy = DuplicatePolicy.KEEP
     max_associations: int = 64

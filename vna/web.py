@@ -39,6 +39,21 @@ def route_permission(request: web.Request) -> str:
     return request.app[PERMISSIONS].get(request.match_info.route, ADMIN)
 
 
+def public_origin(request: web.Request) -> str:
+    """scheme://host[:port] clients reach us at, for URLs we hand out (RetrieveURL,
+    BulkDataURI).  ``public_url`` wins (behind a proxy); otherwise the Host header,
+    completed with the listening port when a client left it out."""
+    configured = request.app[SETTINGS].public_url
+    if configured:
+        return configured.rstrip("/")
+    host = request.host
+    if not host.endswith("]") and ":" not in host:
+        sock = request.transport.get_extra_info("sockname") if request.transport else None
+        if sock and sock[1] not in (80, 443):
+            host = f"{host}:{sock[1]}"
+    return f"{request.scheme}://{host}"
+
+
 def error_body(status: int, message: str, reason: int | None = None) -> web.Response:
     body = {"status": status, "error": message}
     if reason is not None:

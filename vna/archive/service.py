@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
@@ -139,6 +140,7 @@ class Archive:
         """
         result = StoreResult()
         try:
+            await self.run(add_missing_preamble, path)
             parsed = await self.run(parse_part10, path)
             result.sop_class_uid = parsed.sop_class_uid
             result.sop_instance_uid = parsed.sop_instance_uid
@@ -278,6 +280,22 @@ def make_record(parsed: ParsedInstance, key: str, source: str, site: str | None)
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def add_missing_preamble(path: str) -> None:
+    """Give a file that starts straight with its file meta group (what pydicom, and
+    so dicomweb-client, writes for a dataset without a preamble) the 128-byte
+    preamble and 'DICM' prefix, so every stored blob is a Part-10 file any reader
+    opens.  The dataset bytes are untouched: only the receiver's header changes."""
+    with open(path, "rb") as f:
+        head = f.read(132)
+    if head[128:132] == b"DICM" or head[:2] != b"\x02\x00":
+        return  # already Part-10, or not DICOM at all: the parser will say which
+    fixed = path + ".p10"
+    with open(path, "rb") as src, open(fixed, "wb") as dst:
+        dst.write(b"\0" * 128 + b"DICM")
+        shutil.copyfileobj(src, dst, 1 << 20)
+    os.replace(fixed, path)
 
 
 def unlink_quietly(path: str) -> None:

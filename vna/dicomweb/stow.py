@@ -20,6 +20,7 @@ from vna.dicomweb.uids import check_uid
 from vna.errors import BadRequest, InvalidDicom, UnsupportedMediaType, VnaError
 from vna.index.base import AddOutcome
 from vna.keys import ARCHIVE, SETTINGS
+from vna.web import public_origin
 
 CHUNK = 1 << 20
 PARALLEL_STORES = 8
@@ -94,7 +95,7 @@ async def stow(request: web.Request) -> web.Response:
     if not results:
         raise BadRequest("the multipart body holds no parts")
     base = request.app[SETTINGS].base_path
-    return _response(results, f"{request.scheme}://{request.host}{base}")
+    return _response(results, public_origin(request) + base)
 
 
 def _response(results: list[StoreResult], root: str) -> web.Response:

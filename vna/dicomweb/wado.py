@@ -24,6 +24,7 @@ from vna.dicomweb.uids import check_uid
 from vna.errors import BadRequest, NotAcceptable, NotFound
 from vna.index.base import InstanceRecord
 from vna.keys import ARCHIVE, SETTINGS
+from vna.web import public_origin
 
 DICOM = "application/dicom"
 
@@ -76,7 +77,7 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
 def instance_url(request: web.Request, rec: InstanceRecord) -> str:
     base = request.app[SETTINGS].base_path
     return (
-        f"{request.scheme}://{request.host}{base}/studies/{rec.study_instance_uid}"
+        f"{public_origin(request)}{base}/studies/{rec.study_instance_uid}"
         f"/series/{rec.series_instance_uid}/instances/{rec.sop_instance_uid}/"
     )
 

@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import io
 import math
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import imagecodecs
 import numpy as np
 import openslide
+import pydicom
 import pytest
 import requests
 from PIL import Image
 
+from tests.fixtures_server import make_settings, start_server
 from tiler import read_tile
 from tiler.geometry import ceil_div
 from vna.index.base import SlideRecord, SlideStatus
 from vna.keys import INDEX, STORE
-from vna.testdata.slides import default_cache_dir, make_svs
+from vna.slides.manager import series_slide_id
+from vna.testdata.slides import default_cache_dir, make_dicom_wsi, make_svs
 
 W, H = 1900, 1300  # not multiples of the tile size: edge tiles on every level
 DZ = "{http://schemas.microsoft.com/deepzoom/2008}"
+ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 @pytest.fixture(scope="module")
@@ -323,3 +330,95 @@ def test_corrupt_file_fails_cleanly(vna_server, tmp_path, svs):
     assert resp.status_code == 404 and "failed" in resp.json()["error"]
     junk = upload(vna_server, __file__, "notes.svs")
     assert wait_slide(vna_server, junk["id"])["status"] == "failed"
+
+
+def rgb_svs() -> str:
+    # Aperio writes RGB-coded JPEG tiles and wsidicomizer (opentile) assumes so for any SVS
+    return str(make_svs(default_cache_dir(), W, H, rgb_jpeg=True))
+
+
+def _stow_wsi(server, patient: str) -> tuple[str, str]:
+    """STOW-RS the DICOM WSI conversion of the test slide; (study, series) UIDs."""
+    folder = make_dicom_wsi(default_cache_dir(), rgb_svs())
+    parts = []
+    for path in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.PatientID, ds.PatientName, ds.AccessionNumber = patient, "Doe^Jane", "ACC-7"
+        ds.ContainerIdentifier = "BLOCK-1A"
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        parts.append(buf.getvalue())
+    boundary = "vnaslidetest"
+    body = (
+        b"".join(
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
+            for p in parts
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    ctype = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    resp = requests.post(
+        server.dicomweb + "/studies", data=body, headers={"Content-Type": ctype}, timeout=120
+    )
+    assert resp.status_code == 200, resp.text
+    return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+
+
+def _vna(server, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-c", "import sys; from vna.cli import main; sys.exit(main())", *args]
+    cmd += ["--data", server.settings.data, "--storage", server.settings.storage_url]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def test_dicom_wsi_series_becomes_a_slide(vna_server):
+    study, series = _stow_wsi(vna_server, "PAT-WSI-1")
+    done = _vna(vna_server, "slides", "build", series)
+    assert done.returncode == 0, done.stderr
+    slide_id = done.stdout.split()[0]
+    assert slide_id == series_slide_id(series)
+    rec = requests.get(f"{vna_server.url}/slides/{slide_id}", timeout=30).json()
+    assert rec["status"] == "ready" and (rec["width"], rec["height"]) == (W, H)
+    assert rec["source"] == f"dicom:{series}"
+    assert (rec["patient_id"], rec["patient_name"], rec["accession_number"]) == (
+        "PAT-WSI-1",
+        "Doe^Jane",
+        "ACC-7",
+    )
+    assert (rec["study_instance_uid"], rec["series_instance_uid"]) == (study, series)
+    assert rec["specimen"] == "BLOCK-1A"
+    # the pyramid's pixels are the slide's: compare a region with OpenSlide on the SVS
+    ref = openslide.OpenSlide(rgb_svs())
+    try:
+        want = np.asarray(ref.read_region((512, 256), 0, (512, 512)).convert("RGB"))
+    finally:
+        ref.close()
+    got = decode(
+        requests.get(
+            f"{vna_server.url}/iiif/3/{slide_id}/512,256,512,512/512,/0/default.png", timeout=60
+        ).content
+    )
+    assert psnr(got, want) >= 35
+    listed = _vna(vna_server, "slides", "list")
+    assert slide_id in listed.stdout and "ready" in listed.stdout
+    removed = _vna(vna_server, "slides", "rm", slide_id)
+    assert removed.returncode == 0
+    assert requests.get(f"{vna_server.url}/slides/{slide_id}", timeout=30).status_code == 404
+
+
+def test_quiet_wsi_series_is_built_automatically(tmp_path):
+    gen = start_server(make_settings(tmp_path / "data", slide_quiet_seconds=1.0))
+    server = next(gen)
+    try:
+        _, series = _stow_wsi(server, "PAT-WSI-2")
+        rec = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            resp = requests.get(f"{server.url}/slides/{series_slide_id(series)}", timeout=30)
+            if resp.status_code == 200 and resp.json()["status"] in ("ready", "failed"):
+                rec = resp.json()
+                break
+            time.sleep(0.5)
+        assert rec is not None and rec["status"] == "ready", rec
+        assert rec["patient_id"] == "PAT-WSI-2"
+    finally:
+        gen.close()

@@ -30,6 +30,7 @@ from vna.dicom import (
     bulk_location,
     dataset_bytes,
     parse_part10,
+    part10_header,
     read_bulk,
     write_part10_from_dataset_bytes,
 )
@@ -395,3 +396,19 @@ def test_frame_mapping_precedence(tmp_path: Path) -> None:
     # nothing consistent: frames cannot be located
     path = _crafted(tmp_path, [b"xx", b"yy", b"zz"], [], None)
     assert parse_part10(path).frames is None
+
+
+def test_deflate_bomb_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import zlib
+
+    from vna.dicom import parse as parse_module
+
+    monkeypatch.setattr(parse_module, "MAX_INFLATED", 1 << 20)  # a small limit, same code path
+    ds = td.make_mr(seed=21)
+    header = part10_header(DeflatedExplicitVRLittleEndian, ds.SOPClassUID, ds.SOPInstanceUID)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = packer.compress(b"\0" * (3 << 20)) + packer.flush()
+    path = tmp_path / "bomb.dcm"
+    path.write_bytes(header + body)
+    with pytest.raises(InvalidDicom, match="inflates beyond"):
+        parse_part10(path)

@@ -37,6 +37,7 @@ from vna.index.base import FrameSegments, InstanceRecord
 _T = TypeVar("_T")
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _CHUNK = 1 << 20
+MAX_INFLATED = 256 << 20  # deflated datasets are inflated in memory
 DEFER_SIZE = 1024  # values above this stay on disk while parsing
 NATIVE_TS = frozenset({IMPLICIT_LE, "1.2.840.10008.1.2.1"})
 REQUIRED_UIDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -109,9 +110,12 @@ def _inflate(fp: BinaryIO, meta_end: int) -> bytes:
     fp.seek(meta_end)
     try:
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        data = inflater.decompress(fp.read()) + inflater.flush()
+        # bounded, so a small hostile file cannot inflate into all of memory
+        data = inflater.decompress(fp.read(), MAX_INFLATED)
     except zlib.error as exc:
         raise InvalidDicom(f"deflated dataset cannot be inflated: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise InvalidDicom(f"deflated dataset inflates beyond {MAX_INFLATED >> 20} MiB")
     if not inflater.eof:
         raise InvalidDicom("truncated file: the deflated dataset ends before its end marker")
     return data

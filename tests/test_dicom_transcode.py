@@ -132,8 +132,9 @@ def test_frames_native_and_compressed() -> None:
     assert len(streams) == len(original)
     for stream, pixels in zip(streams, original, strict=True):
         assert np.array_equal(imagecodecs.jpeg8_decode(stream), pixels)
-    same = transcode_frames(data, [2], JPEG2000Lossless)  # passed through
-    assert np.array_equal(imagecodecs.jpeg2k_decode(same[0]), original[1])
+    same, first = transcode_frames(data, [2, 1], JPEG2000Lossless)  # passed through
+    assert np.array_equal(imagecodecs.jpeg2k_decode(same), original[1])
+    assert np.array_equal(imagecodecs.jpeg2k_decode(first), original[0])
     rle = transcode_frames(data, [2], RLELossless)
     assert len(rle) == 1 and rle[0][:4] == (3).to_bytes(4, "little")  # 3 segments: R, G, B
     with pytest.raises(NotFound):
@@ -264,3 +265,16 @@ def test_dcmtk_decodes_our_output_to_the_same_pixels(
     encoded.write_bytes(transcode_part10(data, target))
     subprocess.run([tool, str(encoded), str(decoded)], check=True, capture_output=True)
     assert np.array_equal(_pixels(decoded.read_bytes()), _pixels(data))
+
+
+def test_extended_offset_table_source() -> None:
+    native = td.make_us_multiframe(seed=11, frames=3)
+    data = td.to_bytes(td.compressed(native, JPEGLosslessSV1, eot=True))
+    for target in (ExplicitVRLittleEndian, JPEGLSLossless):
+        out = _ds(transcode_part10(data, target))
+        assert "ExtendedOffsetTable" not in out
+        assert np.array_equal(out.pixel_array, native.pixel_array)
+    assert np.array_equal(
+        imagecodecs.jpeg8_decode(transcode_frames(data, [2], JPEGLosslessSV1)[0]),
+        native.pixel_array[1],
+    )

@@ -174,6 +174,9 @@ def _to_native(ds: Dataset, ts: str) -> Dataset:
         ds.decompress(generate_instance_uid=False)
     except Exception as exc:  # noqa: BLE001 -- decoder plugins raise many types
         raise NotAcceptable(f"cannot decode {UID(src).name}: {exc}") from None
+    for attr in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):  # native: no tables
+        if attr in ds:
+            delattr(ds, attr)
     return ds
 
 
@@ -248,9 +251,6 @@ def transcode_part10(src: Source, target_ts: str) -> bytes:
         return src if isinstance(src, bytes) else Path(src).read_bytes()
     if not can_transcode(ts, target_ts):
         raise NotAcceptable(f"cannot convert {UID(ts).name} to {UID(target_ts).name}")
-    for attr in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
-        if attr in ds:
-            delattr(ds, attr)
     ds = _to_native(ds, target_ts) if target_ts in NATIVE else _to_compressed(ds, target_ts)
     return to_bytes(ds, target_ts)
 
@@ -291,6 +291,15 @@ def _stored_frames(path: str, indices: list[int]) -> list[bytes] | None:
     return out
 
 
+def _stored_codestreams(ds: Dataset) -> list[bytes]:
+    """The encapsulated frames of an in-memory dataset, using its offset tables."""
+    ext = None
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        ext = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    n = number_of_frames(ds)
+    return list(generate_frames(ds.PixelData, number_of_frames=n, extended_offsets=ext))
+
+
 def _rle_frame(arr: np.ndarray, ds: Dataset) -> bytes:
     try:
         return RLELosslessEncoder.encode(
@@ -326,7 +335,7 @@ def transcode_frames(src: Source, frames: list[int] | None, target_ts: str) -> l
     if as_stored and path is not None and (found := _stored_frames(path, indices)) is not None:
         return found
     if ts == target_ts and ts not in _READABLE_NATIVE:
-        every = list(generate_frames(ds.PixelData, number_of_frames=number_of_frames(ds)))
+        every = _stored_codestreams(ds)
         return [every[i] for i in indices]
     if target_ts in NATIVE and ts in NATIVE:
         return [_native_frame_bytes(ds, i, path) for i in indices]

@@ -11,6 +11,7 @@ const status = document.getElementById('status');
 const FIELDS = {patient: 'q-patient', from: 'q-from', to: 'q-to', modality: 'q-modality'};
 const STUDY_LIMIT = 200;
 let pollTimer = null;
+let generation = 0; // only the latest search may write its results
 
 function readForm() {
   const out = {};
@@ -45,7 +46,7 @@ async function searchStudies(c) {
   // one box for name or ID: ask both ways and merge by StudyInstanceUID
   const pattern = `*${c.patient}*`;
   const [byName, byId] = await Promise.all([
-    qido('/studies', {...base, PatientName: pattern, fuzzymatching: 'true'}),
+    qido('/studies', {...base, PatientName: pattern}),
     qido('/studies', {...base, PatientID: pattern}),
   ]);
   const seen = new Map();
@@ -111,16 +112,18 @@ function slideCard(s) {
     el('p', {class: 'meta'}, [size, statusText, s.status === 'failed' ? s.reason : ''].filter(Boolean).join(' · ')));
 }
 
-async function showStudies(c) {
+async function showStudies(c, gen) {
   const tbody = document.querySelector('#studies tbody');
   const studies = sortStudies(await searchStudies(c));
+  if (gen !== generation) return;
   fill(tbody, studies.map(studyRow));
   if (studies.length === 0) fill(tbody, el('tr', {}, el('td', {colspan: 8, class: 'empty'}, 'No studies match.')));
   fill(document.getElementById('studies-count'), `(${studies.length}${studies.length >= STUDY_LIMIT ? '+' : ''})`);
 }
 
-async function showSlides(c) {
+async function showSlides(c, gen) {
   const all = slideList(await getJSON('/slides'));
+  if (gen !== generation) return;
   const slides = all.filter((s) => slideMatches(s, c));
   const box = document.getElementById('slides');
   fill(box, slides.map(slideCard));
@@ -129,17 +132,20 @@ async function showSlides(c) {
   // slides still being built: refresh until they are done
   clearTimeout(pollTimer);
   if (slides.some((s) => s.status === 'queued' || s.status === 'building')) {
-    pollTimer = setTimeout(() => showSlides(c).catch((e) => showError(status, e)), 3000);
+    pollTimer = setTimeout(() => showSlides(c, gen).catch((e) => showError(status, e)), 3000);
   }
 }
 
 async function run(c) {
+  const gen = ++generation;
   status.classList.remove('error');
   fill(status, 'Searching…');
   document.body.dataset.state = 'loading';
-  const results = await Promise.allSettled([showStudies(c), showSlides(c)]);
-  const failed = results.filter((r) => r.status === 'rejected').map((r) => r.reason.message);
-  if (failed.length) showError(status, `Search failed: ${failed.join('; ')}`);
+  const results = await Promise.allSettled([showStudies(c, gen), showSlides(c, gen)]);
+  if (gen !== generation) return;
+  const failed = results.map((r, i) => r.status === 'rejected' && `${['studies', 'slides'][i]}: ${r.reason.message}`)
+    .filter(Boolean);
+  if (failed.length) showError(status, `Search failed (${failed.join('; ')})`);
   else fill(status, '');
   document.body.dataset.state = 'ready';
 }

@@ -88,7 +88,19 @@ function showProperties(slide) {
   });
 }
 
+/** OSD injects an inline <style> (a touch-screen focus rule, kept in viewer.css)
+ *  unless an element matching style[data-openseadragon-mobile-css] exists.  The CSP
+ *  blocks (and reports) any inline style, even an empty one, so the marker is a
+ *  'style' element of a private namespace: it matches the selector and is inert. */
+function markOsdStyleInjected() {
+  if (document.querySelector('style[data-openseadragon-mobile-css]')) return;
+  const marker = document.createElementNS('urn:x-vna:marker', 'style');
+  marker.setAttribute('data-openseadragon-mobile-css', 'true');
+  document.head.append(marker);
+}
+
 function makeViewer() {
+  markOsdStyleInjected();
   return OpenSeadragon({
     element: document.getElementById('osd'),
     prefixUrl: '/static/vendor/openseadragon/images/',

@@ -61,5 +61,9 @@ export function associatedImages(slide) {
   const a = slide?.associated ?? slide?.associated_images;
   if (Array.isArray(a)) return a.map(String);
   if (a && typeof a === 'object') return Object.keys(a);
-  return null;
+  const listed = slide?.properties?.['vna.associated']; // what the pyramid build kept
+  if (typeof listed === 'string') return listed.split(',').map((x) => x.trim()).filter(Boolean);
+  const props = Object.keys(slide?.properties || {});
+  const fromOpenSlide = props.map((k) => /^openslide\.associated\.([^.]+)\.width$/.exec(k)?.[1]).filter(Boolean);
+  return fromOpenSlide.length ? fromOpenSlide : null;
 }

@@ -66,6 +66,12 @@ async function selectSeries(index) {
     b.setAttribute('aria-current', i === index ? 'true' : 'false');
   }
   const s = state.series[index];
+  // the presets are Hounsfield windows: they mean nothing on MR, US...
+  const hu = tagValue(s, '00080060') === 'CT';
+  for (const b of document.querySelectorAll('#presets button')) {
+    b.disabled = !hu && b.dataset.preset !== PRESETS[0].name;
+  }
+  if (!hu) setPreset(PRESETS[0], false);
   const instances = await qido(`/studies/${encodeURIComponent(studyUid)}/series/${encodeURIComponent(tagValue(s, '0020000E'))}/instances`,
     {includefield: 'InstanceNumber,NumberOfFrames'});
   state.frames = framesOf(instances);
@@ -83,10 +89,12 @@ function seriesButton(s, index) {
   el('span', {class: 'meta'}, `${tagValue(s, '00201209') || '?'} images`));
 }
 
-function setPreset(preset) {
+function setPreset(preset, redraw = true) {
+  const button = document.querySelector(`#presets button[data-preset="${preset.name}"]`);
+  if (button?.disabled) return;
   state.preset = preset;
   for (const b of document.querySelectorAll('#presets button')) b.setAttribute('aria-pressed', String(b.dataset.preset === preset.name));
-  show(state.index);
+  if (redraw) show(state.index);
 }
 
 function bindControls() {

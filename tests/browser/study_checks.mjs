@@ -1,0 +1,74 @@
+// The series viewer: open a study from the list, step through its images, change
+// the window, switch series.
+import {join} from 'node:path';
+import {waitReady} from './index_checks.mjs';
+
+/** The displayed image once it has loaded, with its mean grey level (same-origin canvas). */
+async function shown(page) {
+  await page.waitForFunction(() => {
+    const img = document.getElementById('frame');
+    return img.src && img.complete && img.naturalWidth > 0;
+  });
+  return page.evaluate(() => {
+    const img = document.getElementById('frame');
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const g = canvas.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const data = g.getImageData(0, 0, canvas.width, canvas.height).data;
+    let sum = 0;
+    for (let i = 0; i < data.length; i += 4) sum += data[i];
+    return {src: img.src, index: Number(img.dataset.index), width: img.naturalWidth,
+      mean: sum / (data.length / 4), position: document.getElementById('position').textContent,
+      series: document.body.dataset.series, sliderValue: document.getElementById('slider').value,
+      sliderMax: document.getElementById('slider').max};
+  });
+}
+
+async function after(page, previousSrc, action) {
+  await action();
+  await page.waitForFunction((src) => document.getElementById('frame').src !== src, previousSrc);
+  return shown(page);
+}
+
+export async function checkStudy({page, base, outDir}) {
+  await page.goto(`${base}/`);
+  await waitReady(page);
+  const link = page.locator('#studies a.patient').first();
+  if (await link.count() === 0) return {skipped: 'no study listed'};
+  await link.click();
+  await page.waitForURL(/\/studies\/[^/]+\/view$/);
+  await waitReady(page);
+  const out = {url: page.url(), state: await page.evaluate(() => document.body.dataset.state)};
+  out.title = await page.textContent('#title');
+  out.info = await page.textContent('#study-info');
+  out.seriesButtons = await page.locator('#series button').count();
+  out.first = await shown(page);
+  await page.screenshot({path: join(outDir, 'study.png')});
+  await page.focus('#frame-box');
+  out.arrowDown = await after(page, out.first.src, () => page.keyboard.press('ArrowDown'));
+  out.arrowUp = await after(page, out.arrowDown.src, () => page.keyboard.press('ArrowUp'));
+  const box = await page.locator('#frame-box').boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  out.wheel = await after(page, out.arrowUp.src, () => page.mouse.wheel(0, 120));
+  out.slider = await after(page, out.wheel.src, () => page.locator('#slider').evaluate((s) => {
+    s.value = '1';
+    s.dispatchEvent(new Event('input', {bubbles: true}));
+  }));
+  out.end = await after(page, out.slider.src, () => page.keyboard.press('End'));
+  out.presets = {};
+  let src = out.end.src;
+  for (const name of ['Lung', 'Bone', 'Brain', 'Soft tissue', 'Default']) {
+    out.presets[name] = await after(page, src, () => page.click(`#presets button[data-preset="${name}"]`));
+    src = out.presets[name].src;
+  }
+  await page.click('#presets button[data-preset="Lung"]');
+  out.lungShot = await shown(page);
+  await page.screenshot({path: join(outDir, 'study-lung.png')});
+  if (out.seriesButtons > 1) {
+    out.secondSeries = await after(page, out.lungShot.src, () => page.click('#series button >> nth=1'));
+    await page.screenshot({path: join(outDir, 'study-series2.png')});
+  }
+  return out;
+}

@@ -278,3 +278,16 @@ def test_extended_offset_table_source() -> None:
         imagecodecs.jpeg8_decode(transcode_frames(data, [2], JPEGLosslessSV1)[0]),
         native.pixel_array[1],
     )
+
+
+def test_broken_image_attributes_give_vna_errors() -> None:
+    # pixel data but no Rows: pydicom raises AttributeError inside; we answer 406
+    broken = td.with_value(td.make_ct(seed=12), "Rows", None)
+    data = td.to_bytes(broken)
+    for call in (
+        lambda: transcode_part10(data, JPEGLSLossless),
+        lambda: transcode_frames(data, [1], ExplicitVRLittleEndian),
+        lambda: render(data),
+    ):
+        with pytest.raises(NotAcceptable):
+            call()

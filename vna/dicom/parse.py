@@ -245,7 +245,7 @@ def _guarded(path: str | Path, work: Callable[[BinaryIO, str, int], _T]) -> _T:
         with open(path, "rb") as fp:
             size = fp.seek(0, 2)
             return work(fp, path, size)
-    except InvalidDicom:
+    except (InvalidDicom, MemoryError):
         raise
     except OSError as exc:
         raise InvalidDicom(f"cannot read {Path(path).name}: {exc.strerror or exc}") from None

@@ -18,7 +18,14 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-from vna.dicom.transcode import Source, decode_frame, file_path, load, number_of_frames
+from vna.dicom.transcode import (
+    Source,
+    decode_frame,
+    file_path,
+    guarded,
+    load,
+    number_of_frames,
+)
 from vna.errors import NotAcceptable, NotFound
 
 MEDIA_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
@@ -133,6 +140,7 @@ def encode(image: Image.Image, media_type: str = "image/jpeg", quality: int | No
     return buf.getvalue()
 
 
+@guarded
 def render(
     src: Source,
     frame: int | None = None,
@@ -147,6 +155,7 @@ def render(
     return encode(fit(frame_image(ds, frame, window, path), viewport), media_type, quality)
 
 
+@guarded
 def thumbnail(src: Source, size: int = 128, media_type: str = "image/jpeg") -> bytes:
     """A small rendering of the middle frame fitting ``size`` x ``size``."""
     path = file_path(src)

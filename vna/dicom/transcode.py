@@ -9,8 +9,11 @@ JPEG 2000.  Everything here is CPU-bound and synchronous: call it in a thread.
 from __future__ import annotations
 
 import copy
+import functools
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
+from typing import Any, TypeVar
 
 import imagecodecs
 import numpy as np
@@ -36,7 +39,7 @@ from pydicom.uid import (
 
 from vna.dicom.parse import locate_frames
 from vna.dicom.walk import DEFLATED
-from vna.errors import InvalidDicom, NotAcceptable, NotFound
+from vna.errors import InvalidDicom, NotAcceptable, NotFound, VnaError
 
 NATIVE = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian})
 COMPRESSED_TARGETS = frozenset(
@@ -56,6 +59,25 @@ LOSSY = frozenset({JPEGBaseline8Bit})
 _READABLE_NATIVE = NATIVE | {ExplicitVRBigEndian}
 
 Source = str | Path | bytes | Dataset
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def guarded(func: _F) -> _F:
+    """Let only VnaErrors (and MemoryError) out of a public entry point: a stored
+    instance that cannot be converted or rendered is NotAcceptable, not a 500."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (VnaError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 -- pydicom / numpy / codec errors
+            raise NotAcceptable(
+                f"cannot convert this instance: {type(exc).__name__}: {exc}"
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def can_decode(ts: str) -> bool:
@@ -243,6 +265,7 @@ def to_bytes(ds: Dataset, ts: str) -> bytes:
     return buf.getvalue()
 
 
+@guarded
 def transcode_part10(src: Source, target_ts: str) -> bytes:
     """The instance as a Part-10 file in ``target_ts``; NotAcceptable if impossible."""
     ds = load(src)
@@ -320,6 +343,7 @@ def _rle_frame(arr: np.ndarray, ds: Dataset) -> bytes:
         raise NotAcceptable(f"cannot encode this image as RLE Lossless: {exc}") from None
 
 
+@guarded
 def transcode_frames(src: Source, frames: list[int] | None, target_ts: str) -> list[bytes]:
     """Frames (1-based; None: all) in ``target_ts``: raw little-endian pixel bytes
     for native syntaxes, the frame's codestream for compressed ones.  From a path,

@@ -21,7 +21,7 @@ from pydicom.datadict import tag_for_keyword
 from vna.errors import BadRequest
 from vna.index import attrs
 from vna.index.attrs import CATALOG, DEFAULTS, LEVEL_RANK, Attr
-from vna.index.base import Query
+from vna.index.base import Level, Query
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _DATE = re.compile(r"^\d{8}$")
@@ -44,12 +44,29 @@ class Match:
 
 
 @dataclass(slots=True)
-class Compiled:
-    where: list[str]
+class Cond:
+    level: Level  # whose table the condition is on (aliases p, s, se, i)
+    sql: str
     params: list[Any]
-    post: list[tuple[str, Match]]  # (keyword, match) for the Python post-filter
-    returned: list[str]  # keywords to return, in request order
-    warnings: list[str]
+
+
+@dataclass(slots=True)
+class Compiled:
+    conds: list[Cond] = field(default_factory=list)
+    post: list[tuple[str, Match]] = field(default_factory=list)  # Python post-filter
+    returned: list[str] = field(default_factory=list)  # keywords to return, in request order
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> list[str]:
+        return [c.sql for c in self.conds]
+
+    @property
+    def params(self) -> list[Any]:
+        return [p for c in self.conds for p in c.params]
+
+    def add(self, level: Level, sql: str, params: list[Any]) -> None:
+        self.conds.append(Cond(level, sql, params))
 
 
 # -- parsing -------------------------------------------------------------------
@@ -231,7 +248,7 @@ def attr_sql(attr: Attr, m: Match, params: list[Any]) -> str:
 def compile_query(query: Query) -> Compiled:
     """WHERE conditions and params for ``query`` (tables aliased p, s, se, i)."""
     level = query.level
-    out = Compiled([], [], [], [], [])
+    out = Compiled()
     for raw_key, value in query.filters.items():
         keyword = resolve_keyword(raw_key)
         if level == "study" and keyword == "Modality":
@@ -253,7 +270,8 @@ def _compile_one(keyword: str, value: str, query: Query, out: Compiled) -> None:
     if attr is not None and LEVEL_RANK[attr.level] <= level_rank:
         m = parse_match(keyword, attr.kind, value, query.fuzzy)
         if m.kind != "any":
-            out.where.append(attr_sql(attr, m, out.params))
+            params: list[Any] = []
+            out.add(attr.level, attr_sql(attr, m, params), params)
         return
     if attr is not None or keyword in attrs.COMPUTED:
         if value.strip():
@@ -290,16 +308,72 @@ def _compile_sites(query: Query, out: Compiled) -> None:
     if query.sites is None:
         return
     if not query.sites:
-        out.where.append("1 = 0")
+        out.add(query.level, "1 = 0", [])
         return
     marks = ", ".join("?" for _ in query.sites)
     if query.level == "patient":
-        out.where.append(
-            f"EXISTS (SELECT 1 FROM studies y WHERE y.patient_pk = p.pk AND y.site IN ({marks}))"
-        )
+        sql = f"EXISTS (SELECT 1 FROM studies y WHERE y.patient_pk = p.pk AND y.site IN ({marks}))"
     else:
-        out.where.append(f"{attrs.ALIAS[query.level]}.site IN ({marks})")
-    out.params += list(query.sites)
+        sql = f"{attrs.ALIAS[query.level]}.site IN ({marks})"
+    out.add(query.level, sql, list(query.sites))
+
+
+# -- the key query: which rows, in which order ----------------------------------
+
+TABLE: dict[Level, str] = {
+    "patient": "patients",
+    "study": "studies",
+    "series": "series",
+    "instance": "instances",
+}
+_PARENT: dict[Level, tuple[Level, str]] = {
+    "study": ("patient", "s.patient_pk"),
+    "series": ("study", "se.study_pk"),
+    "instance": ("series", "i.series_pk"),
+}
+_VISIBLE: dict[Level, str] = {
+    "patient": "p.num_studies > 0",
+    "study": "s.num_instances > 0",
+    "series": "se.num_instances > 0",
+    "instance": "i.is_current = 1",
+}
+ORDER: dict[Level, str] = {
+    "patient": "p.patient_id, p.issuer",
+    "study": "s.study_date DESC, s.study_uid DESC",
+    "series": "se.study_pk, se.series_number, se.pk",
+    "instance": "i.series_pk, i.instance_number, i.pk",
+}
+
+
+def _scoped(level: Level, conds: list[Cond]) -> tuple[list[str], list[Any]]:
+    """Conditions on ``level``'s table; those on upper levels become one nested
+    ``fk IN (SELECT pk FROM parent ...)``, so each query reads a single table and
+    the planner picks between the filter's index and the order's index."""
+    where = [c.sql for c in conds if c.level == level]
+    params = [p for c in conds if c.level == level for p in c.params]
+    upper = [c for c in conds if LEVEL_RANK[c.level] < LEVEL_RANK[level]]
+    if upper:
+        parent, fk = _PARENT[level]
+        sub_where, sub_params = _scoped(parent, upper)
+        alias = attrs.ALIAS[parent]
+        where.append(
+            f"{fk} IN (SELECT {alias}.pk FROM {TABLE[parent]} {alias} "
+            f"WHERE {' AND '.join(sub_where)})"
+        )
+        params += sub_params
+    return where, params
+
+
+def key_sql(query: Query, compiled: Compiled) -> tuple[str, list[Any]]:
+    """SELECT of the matching rows' primary keys, in result order (no LIMIT)."""
+    level = query.level
+    alias = attrs.ALIAS[level]
+    where, params = _scoped(level, compiled.conds)
+    sql = (
+        f"SELECT {alias}.pk FROM {TABLE[level]} {alias} "
+        f"WHERE {' AND '.join([_VISIBLE[level], *where])} ORDER BY {ORDER[level]}"
+    )
+    return sql, params
 
 
 def returned_keywords(query: Query, compiled: Compiled) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 from vna.index import attrs
 from vna.index.attrs import COMPUTED, LEVEL_KEYS, LEVEL_RANK, LEVELS, tag_hex
 from vna.index.base import FindResult, InstanceRecord, Level, Query
-from vna.index.query import Compiled, compile_query, matches, returned_keywords
+from vna.index.query import Compiled, compile_query, key_sql, matches, returned_keywords
 from vna.index.writes import frames_from_json
 
 Conn = Any
@@ -93,17 +93,16 @@ def blob_page(conn: Conn, after: int, size: int) -> list[tuple[int, str, str, in
 
 # -- find ----------------------------------------------------------------------
 
+# Row fetch for the keys a search selected (at most one page at a time).
 _FROM: dict[Level, str] = {
-    "patient": "FROM patients p WHERE p.num_studies > 0",
-    "study": "FROM studies s JOIN patients p ON p.pk = s.patient_pk WHERE s.num_instances > 0",
+    "patient": "FROM patients p",
+    "study": "FROM studies s JOIN patients p ON p.pk = s.patient_pk",
     "series": (
-        "FROM series se JOIN studies s ON s.pk = se.study_pk "
-        "JOIN patients p ON p.pk = s.patient_pk WHERE se.num_instances > 0"
+        "FROM series se JOIN studies s ON s.pk = se.study_pk JOIN patients p ON p.pk = s.patient_pk"
     ),
     "instance": (
         "FROM instances i JOIN series se ON se.pk = i.series_pk "
-        "JOIN studies s ON s.pk = i.study_pk JOIN patients p ON p.pk = s.patient_pk "
-        "WHERE i.is_current = 1"
+        "JOIN studies s ON s.pk = i.study_pk JOIN patients p ON p.pk = s.patient_pk"
     ),
 }
 _SELECT: dict[Level, str] = {
@@ -118,44 +117,50 @@ _SELECT["series"] = (
     + ", se.pk AS series_pk, se.attrs AS se_attrs, se.num_instances AS se_instances"
 )
 _SELECT["instance"] = _SELECT["series"] + ", i.pk AS instance_pk, i.attrs AS i_attrs"
-_ORDER: dict[Level, str] = {
-    "patient": "ORDER BY p.patient_id, p.issuer",
-    "study": "ORDER BY s.study_date DESC, s.study_uid DESC",
-    "series": "ORDER BY se.study_pk, se.series_number, se.pk",
-    "instance": "ORDER BY i.series_pk, i.instance_number, i.pk",
-}
+_PAGE = 500
+
+
+def _fetch(conn: Conn, level: Level, pks: list[int]) -> list[Any]:
+    """Full rows for ``pks``, in the order given."""
+    alias = attrs.ALIAS[level]
+    marks = ", ".join("?" for _ in pks)
+    sql = f"SELECT {_SELECT[level]}, {alias}.pk AS key_pk {_FROM[level]} WHERE {alias}.pk IN ({marks})"
+    by_pk = {row["key_pk"]: row for row in conn.execute(sql, pks)}
+    return [by_pk[pk] for pk in pks if pk in by_pk]
 
 
 def find_sync(conn: Conn, query: Query) -> FindResult:
+    """Two steps: the matching keys in order (narrow, index-driven, LIMIT in SQL
+    unless a Python post-filter must see the rows), then full rows for one page."""
     compiled = compile_query(query)
-    sql = f"SELECT {_SELECT[query.level]} {_FROM[query.level]}"
-    if compiled.where:
-        sql += " AND " + " AND ".join(compiled.where)
-    sql += " " + _ORDER[query.level]
-    params = list(compiled.params)
-    if not compiled.post:  # limit/offset in SQL unless Python filters some rows out
+    sql, params = key_sql(query, compiled)
+    if not compiled.post:
         sql += " LIMIT ? OFFSET ?"
         params += [query.limit if query.limit is not None else -1, query.offset]
     builder = _Builder(conn, query, compiled)
-    items: list[dict[str, Any]] = []
     warnings = list(compiled.warnings)
-    skipped = 0
-    for scanned, row in enumerate(conn.execute(sql, params)):
-        if compiled.post and scanned >= MAX_POST_SCAN:
-            warnings.append(
-                f"stopped after {MAX_POST_SCAN} candidates for the unindexed key(s) "
-                f"{', '.join(k for k, _ in compiled.post)}: add an indexed key to narrow"
-            )
-            break
-        ctx = _Row(conn, query.level, row)
-        if compiled.post and not all(matches(k, m, ctx.element(k)) for k, m in compiled.post):
-            continue
-        if compiled.post and skipped < query.offset:
-            skipped += 1
-            continue
-        items.append(builder.build(ctx))
-        if compiled.post and query.limit is not None and len(items) >= query.limit:
-            break
+    items: list[dict[str, Any]] = []
+    skipped = scanned = 0
+    cursor = conn.execute(sql, params)
+    while page := [r[0] for r in cursor.fetchmany(_PAGE)]:
+        for row in _fetch(conn, query.level, page):
+            ctx = _Row(conn, query.level, row)
+            if compiled.post:
+                scanned += 1
+                if scanned > MAX_POST_SCAN:
+                    warnings.append(
+                        f"stopped after {MAX_POST_SCAN} candidates for the unindexed key(s) "
+                        f"{', '.join(k for k, _ in compiled.post)}: add an indexed key to narrow"
+                    )
+                    return FindResult(items=items, warnings=warnings)
+                if not all(matches(k, m, ctx.element(k)) for k, m in compiled.post):
+                    continue
+                if skipped < query.offset:
+                    skipped += 1
+                    continue
+            items.append(builder.build(ctx))
+            if compiled.post and query.limit is not None and len(items) >= query.limit:
+                return FindResult(items=items, warnings=warnings)
     return FindResult(items=items, warnings=warnings)
 
 

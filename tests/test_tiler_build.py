@@ -206,3 +206,22 @@ async def test_dicom_wsi_source(blob_store: BlobStore) -> None:
             psnr(np.asarray(group[str(k)][:]).transpose(1, 2, 0), area_average(reference, 2**k))
             >= 35
         )
+
+
+async def test_dzi_tiles(blob_store: BlobStore, svs: str, reference: np.ndarray) -> None:
+    info = await tiler.build_pyramid(svs, blob_store, "slides/dzi", workers=2)
+    assert 'TileSize="256"' in tiler.dzi_xml(info) and 'Width="1900"' in tiler.dzi_xml(info)
+    top = tiler.dzi_max_level(W, H)
+    assert top == 11 and info.levels == 4
+    edge = await tiler.dzi_tile(blob_store, "slides/dzi", top, 7, 5)
+    px = np.asarray(Image.open(io.BytesIO(edge)).convert("RGB"))
+    assert px.shape == (H - 5 * 256, W - 7 * 256, 3)  # cropped to the real pixels
+    assert psnr(px, reference[5 * 256 :, 7 * 256 :]) >= 35
+    png = await tiler.dzi_tile(blob_store, "slides/dzi", top - 1, 3, 2, fmt="png")
+    assert np.asarray(Image.open(io.BytesIO(png))).shape == (650 - 512, 950 - 768, 3)
+    small = await tiler.dzi_tile(blob_store, "slides/dzi", top - 4, 0, 0)  # below the pyramid
+    px = np.asarray(Image.open(io.BytesIO(small)).convert("RGB"))
+    assert px.shape == (82, 119, 3)
+    assert psnr(px, area_average(reference, 16)) >= 30
+    dot = await tiler.dzi_tile(blob_store, "slides/dzi", 0, 0, 0)
+    assert Image.open(io.BytesIO(dot)).size == (1, 1)

@@ -8,7 +8,15 @@ from tiler.codec import CODEC_NAME, JpegCodec, register
 from tiler.geometry import Level, Pyramid, dzi_max_level, level_count, level_size
 from tiler.jpeg import crop_jpeg_lossless, decode_jpeg, encode_tile
 from tiler.pyramid import PyramidInfo, build_pyramid
-from tiler.reader import PyramidReader, forget_reader, open_reader, read_tile, region
+from tiler.reader import (
+    PyramidReader,
+    dzi_tile,
+    dzi_xml,
+    forget_reader,
+    open_reader,
+    read_tile,
+    region,
+)
 from tiler.shard import build_shard, shard_index
 from tiler.sources import SlideSource, open_slide
 
@@ -27,6 +35,8 @@ __all__ = [
     "crop_jpeg_lossless",
     "decode_jpeg",
     "dzi_max_level",
+    "dzi_tile",
+    "dzi_xml",
     "encode_tile",
     "forget_reader",
     "level_count",

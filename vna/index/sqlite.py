@@ -30,6 +30,7 @@ from vna.index.base import (
     SlideRecord,
 )
 from vna.index.migrate import apply_migrations
+from vna.index.security import SecurityMixin
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,7 +46,7 @@ def _wrap(exc: BaseException) -> VnaError:
     return err
 
 
-class SqliteIndex:
+class SqliteIndex(SecurityMixin):  # users, keys, sessions, audit: vna.index.security
     def __init__(self, url: str, path: str | Path, *, readers: int = 4, max_batch: int = 1000):
         self.url = url
         self.path = str(path)
@@ -59,6 +60,7 @@ class SqliteIndex:
         self._rconns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._writes_since_analyze = 0
+        self.commits = 0  # transactions committed by the writer (group commit makes it < writes)
 
     # -- life cycle ------------------------------------------------------------
     def _connect(self, *, readonly: bool) -> sqlite3.Connection:
@@ -100,15 +102,18 @@ class SqliteIndex:
             await asyncio.to_thread(self._writer.join)
             self._writer = None
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            await asyncio.to_thread(self._pool.shutdown, True)  # lets running reads finish
             self._pool = None
+        await asyncio.to_thread(self._close_connections)
+
+    def _close_connections(self) -> None:
         with self._lock:
             for conn in self._rconns:
                 conn.close()
             self._rconns.clear()
         self._local = threading.local()
         if self._wconn is not None:
-            await asyncio.to_thread(self._close_writer)
+            self._close_writer()
 
     def _close_writer(self) -> None:
         assert self._wconn is not None
@@ -170,6 +175,7 @@ class SqliteIndex:
                     done.append((fut, result, None))
                 conn.execute("RELEASE op")
             conn.execute("COMMIT")
+            self.commits += 1
         except Exception as exc:  # the commit itself failed: nothing is durable
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from tests.fixtures_dimse import AE_TITLE, dcmtk_env, free_port
+from vna.archive.runtime import open_archive
 from vna.dimse.api import PEERS, routes
 from vna.dimse.peers import PeerRegistry, make_peer
+from vna.dimse.server import dimse_cleanup_ctx
 from vna.errors import BadRequest, Conflict, NotFound
-from vna.settings import Peer
+from vna.keys import ARCHIVE, SETTINGS
+from vna.settings import Peer, Settings
 from vna.web import add_routes, error_middleware
 
 
@@ -85,3 +90,63 @@ async def test_api_refuses_bad_bodies(client) -> None:
     resp = await client.post("/api/peers", json={"ae_title": "X", "host": "h", "port": 70000})
     assert resp.status == 400
     assert "port" in (await resp.json())["error"]
+
+
+def test_a_peer_added_by_another_process_is_seen(tmp_path: Path) -> None:
+    path = tmp_path / "peers.json"
+    serving, other = PeerRegistry([], path), PeerRegistry([], path)
+    assert serving.get("LATE") is None
+    other.add(Peer("LATE", "127.0.0.1", 4242))
+    assert serving.get("LATE") == Peer("LATE", "127.0.0.1", 4242)
+    other.remove("LATE")
+    assert serving.get("LATE") is None
+
+
+async def echo(port: int, aet: str) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        "echoscu",
+        "-aet",
+        aet,
+        "-aec",
+        AE_TITLE,
+        "127.0.0.1",
+        str(port),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=dcmtk_env(),
+    )
+    return await proc.wait()
+
+
+@pytest.mark.dcmtk
+async def test_cleanup_ctx_runs_the_service_and_the_api_feeds_it(
+    aiohttp_client, tmp_path: Path
+) -> None:
+    """The wiring the app uses: archive ctx, then dimse_cleanup_ctx; a peer added
+    through the API may then associate although calling AEs are restricted."""
+    port = free_port()
+    settings = Settings(
+        data=str(tmp_path / "data"),
+        dimse=f"127.0.0.1:{port}",
+        ae_title=AE_TITLE,
+        allowed_calling_aes=["GOODSCU"],
+    )
+    app = web.Application(middlewares=[error_middleware])
+    app[SETTINGS] = settings
+
+    async def archive_ctx(app: web.Application):
+        async with open_archive(settings) as archive:
+            app[ARCHIVE] = archive
+            yield
+
+    app.cleanup_ctx.append(archive_ctx)
+    app.cleanup_ctx.append(dimse_cleanup_ctx(SETTINGS, ARCHIVE, PEERS))
+    add_routes(app, routes())
+    client = await aiohttp_client(app)
+    assert await echo(port, "GOODSCU") == 0
+    assert await echo(port, "MODALITY9") != 0
+    resp = await client.post(
+        "/api/peers", json={"ae_title": "MODALITY9", "host": "127.0.0.1", "port": 104}
+    )
+    assert resp.status == 201
+    assert await echo(port, "MODALITY9") == 0

@@ -4,6 +4,7 @@ corrupt datasets, 20 associations at once)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
 
@@ -214,3 +215,13 @@ def test_twenty_concurrent_associations(dimse: DimseEnv, tmp_path: Path) -> None
             ds = dcmread(path, stop_before_pixels=True)
             blob, _, _ = stored_bytes(dimse, ds)
             assert dataset_part(blob) == dataset_part(path.read_bytes())
+
+
+def test_stop_aborts_idle_associations(dimse: DimseEnv) -> None:
+    assoc = scu_associate(dimse, [(Verification, [ExplicitVRLittleEndian])])
+    port = dimse.port
+    dimse.service.stop()
+    assoc.dul.join(30)  # the DUL thread ends once the service aborted the association
+    assert assoc.is_aborted
+    with socket.socket() as s:  # and nothing listens any more
+        assert s.connect_ex(("127.0.0.1", port)) != 0

@@ -3,7 +3,8 @@
 Two sources: the peers of the settings (read-only, they come back at every start)
 and peers added at run time through the API, kept in ``peers.json`` in the data
 dir so they survive a restart.  The registry is read from pynetdicom's handler
-threads and written from the event loop, hence the lock.
+threads and written from the event loop, hence the lock; and the file is
+re-read when another process (another ``--workers`` server) changed it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -58,22 +58,36 @@ class PeerRegistry:
         self._lock = threading.Lock()
         self._configured = {p.ae_title.strip(): p for p in configured}
         self._path = Path(path) if path is not None else None
-        self._runtime: dict[str, Peer] = self._load()
-        self._listeners: list[Callable[[], None]] = []
+        self._stamp: tuple[int, int] | None = None
+        self._runtime: dict[str, Peer] = {}
+        self._refresh()
 
     @classmethod
     def from_settings(cls, settings: Any) -> PeerRegistry:
         return cls(list(settings.peers), Path(settings.data).resolve() / PEERS_FILE)
 
-    def _load(self) -> dict[str, Peer]:
-        if self._path is None or not self._path.exists():
-            return {}
+    def _file_stamp(self) -> tuple[int, int] | None:
         try:
-            items = json.loads(self._path.read_text(encoding="utf-8"))
-            peers = [make_peer(item) for item in items]
-        except (OSError, ValueError) as exc:
-            raise StorageError(f"cannot read the peers file {self._path}: {exc}") from None
-        return {p.ae_title: p for p in peers}
+            st = self._path.stat() if self._path is not None else None
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size) if st else None
+
+    def _refresh(self) -> None:
+        """(Re)load the run-time peers when the file changed since last seen.
+        Called with the lock held (or from __init__)."""
+        stamp = self._file_stamp()
+        if stamp == self._stamp:
+            return
+        peers: list[Peer] = []
+        if stamp is not None:
+            try:
+                items = json.loads(self._path.read_text(encoding="utf-8"))  # type: ignore[union-attr]
+                peers = [make_peer(item) for item in items]
+            except (OSError, ValueError) as exc:
+                raise StorageError(f"cannot read the peers file {self._path}: {exc}") from None
+        self._runtime = {p.ae_title: p for p in peers}
+        self._stamp = stamp
 
     def _save(self) -> None:
         if self._path is None:
@@ -86,23 +100,23 @@ class PeerRegistry:
             os.replace(tmp, self._path)  # atomic: a crash never leaves half a file
         except OSError as exc:
             raise StorageError(f"cannot write the peers file {self._path}: {exc}") from None
-
-    def on_change(self, listener: Callable[[], None]) -> None:
-        """Called (in the writer's thread) after every add/remove."""
-        self._listeners.append(listener)
+        self._stamp = self._file_stamp()
 
     def get(self, ae_title: str) -> Peer | None:
         title = ae_title.strip()
         with self._lock:
+            self._refresh()
             return self._configured.get(title) or self._runtime.get(title)
 
     def titles(self) -> set[str]:
         with self._lock:
+            self._refresh()
             return set(self._configured) | set(self._runtime)
 
     def list(self) -> list[dict[str, Any]]:
         """Every peer as JSON, with where it comes from (config or api)."""
         with self._lock:
+            self._refresh()
             rows = [{**asdict(p), "source": "config"} for p in self._configured.values()]
             rows += [
                 {**asdict(p), "source": "api"}
@@ -114,23 +128,19 @@ class PeerRegistry:
     def add(self, peer: Peer) -> None:
         """Add or update a run-time peer; configured peers are read-only."""
         with self._lock:
+            self._refresh()
             if peer.ae_title in self._configured:
                 raise Conflict(f"peer {peer.ae_title} comes from the configuration file")
             self._runtime[peer.ae_title] = peer
             self._save()
-        self._notify()
 
     def remove(self, ae_title: str) -> None:
         title = ae_title.strip()
         with self._lock:
+            self._refresh()
             if title in self._configured:
                 raise Conflict(f"peer {title} comes from the configuration file")
             if title not in self._runtime:
                 raise NotFound(f"no such peer: {title}")
             del self._runtime[title]
             self._save()
-        self._notify()
-
-    def _notify(self) -> None:
-        for listener in self._listeners:
-            listener()

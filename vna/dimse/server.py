@@ -92,7 +92,6 @@ class DimseService:
         self.ae.require_called_aet = True
         self.ae.maximum_pdu_size = 0  # no limit on what peers send us: fewer, larger PDUs
         self._server: ThreadedAssociationServer | None = None
-        peers.on_change(self._update_allowed)
         self._update_allowed()
 
     @property
@@ -105,16 +104,26 @@ class DimseService:
     def _update_allowed(self) -> None:
         """Calling AE restriction: when ``allowed_calling_aes`` is set, those and the
         known peers may associate; others get A-ASSOCIATE-RJ (rejected-permanent,
-        service-user, "calling AE title not recognized")."""
+        service-user, "calling AE title not recognized") from pynetdicom's
+        negotiation, which reads this list.  Refreshed before every negotiation, so
+        peers added at run time (by any server process) count at once."""
         allowed = self.settings.allowed_calling_aes
         if allowed:
             self.ae.require_calling_aet = sorted(set(allowed) | self.ctx.peers.titles())
+
+    def _prepare_negotiation(self, event: evt.Event) -> None:
+        """EVT_REQUESTED (before negotiation): refresh the calling AE restriction,
+        adjust the supported storage contexts to the request (``negotiation_contexts``)."""
+        self._update_allowed()
+        acceptor = event.assoc.acceptor
+        proposed = event.assoc.requestor.primitive.presentation_context_definition_list
+        acceptor.supported_contexts = negotiation_contexts(proposed, acceptor.supported_contexts)
 
     def _handlers(self) -> list[tuple[Any, ...]]:
         ctx = self.ctx
         return [
             (evt.EVT_CONN_OPEN, set_nodelay),
-            (evt.EVT_REQUESTED, _prepare_negotiation),
+            (evt.EVT_REQUESTED, self._prepare_negotiation),
             (evt.EVT_C_ECHO, _echo),
             (evt.EVT_C_STORE, store.handle_store, [ctx]),
             (evt.EVT_C_FIND, query.handle_find, [ctx]),
@@ -140,6 +149,10 @@ class DimseService:
         """Stop listening and end the associations.  Blocking: run it in a thread,
         never on the event loop the handlers are waiting for."""
         if self._server is not None:
+            # the server joins its association threads on close: abort them first,
+            # or an idle peer holds the shutdown for the whole network timeout
+            for assoc in self.ae.active_associations:
+                assoc.abort()
             self._server.shutdown()
             self._server = None
         self.ctx.workers.shutdown(wait=True, cancel_futures=True)
@@ -149,29 +162,24 @@ def _echo(event: evt.Event) -> int:
     return 0x0000
 
 
-def _prepare_negotiation(event: evt.Event) -> None:
-    """EVT_REQUESTED (before negotiation): adjust the supported storage contexts
-    to the request (see ``negotiation_contexts``)."""
-    acceptor = event.assoc.acceptor
-    proposed = event.assoc.requestor.primitive.presentation_context_definition_list
-    acceptor.supported_contexts = negotiation_contexts(proposed, acceptor.supported_contexts)
-
-
 # -- wiring into the aiohttp app ---------------------------------------------------
 def dimse_cleanup_ctx(
     settings_key: web.AppKey[Settings],
     archive_key: web.AppKey[Archive],
     peers_key: web.AppKey[PeerRegistry],
+    *,
+    serve: bool = True,
 ) -> Any:
     """A cleanup context: the peer registry always (the API needs it), the DIMSE
-    service when ``settings.dimse`` is set.  Append after the archive's."""
+    service when ``serve`` and ``settings.dimse`` are set (``serve=False`` in the
+    extra HTTP-only worker processes).  Append it after the archive's."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[settings_key]
         peers = await asyncio.to_thread(PeerRegistry.from_settings, settings)
         app[peers_key] = peers
         service = None
-        if settings.dimse:
+        if serve and settings.dimse:
             service = DimseService(settings, app[archive_key], asyncio.get_running_loop(), peers)
             await asyncio.to_thread(service.start)
         try:

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGBaseline8Bit,
     JPEGLosslessSV1,
     JPEGLSLossless,
     RLELossless,
@@ -28,6 +30,7 @@ from vna.testdata.dicom import (
     context,
     make_ct,
     make_mr,
+    make_us_multiframe,
     to_bytes,
     truncated,
     with_value,
@@ -77,6 +80,19 @@ def assert_nothing_stored(env: DimseEnv) -> None:
 def test_echo(dimse: DimseEnv) -> None:
     result = dimse.tool("echoscu")
     assert result.returncode == 0, result.stderr
+
+
+def test_dcmsend_deflated_and_jpeg_baseline_kept(dimse: DimseEnv, tmp_path: Path) -> None:
+    deflated = make_ct(22)
+    deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    baseline = compressed(make_us_multiframe(23), JPEGBaseline8Bit)
+    paths = [write(deflated, tmp_path / "deflated.dcm"), write(baseline, tmp_path / "jpeg.dcm")]
+    result = dimse.tool("dcmsend", files=paths)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for ds, path in ((deflated, paths[0]), (baseline, paths[1])):
+        blob, stored_ts, _ = stored_bytes(dimse, ds)
+        assert stored_ts == ds.file_meta.TransferSyntaxUID
+        assert dataset_part(blob) == dataset_part(path.read_bytes())
 
 
 def test_storescu_archives_the_dataset_as_sent(dimse: DimseEnv, tmp_path: Path) -> None:

@@ -92,11 +92,19 @@ class _ShardWriter:
             asyncio.run_coroutine_threadsafe(self.store.put(key, data), self.loop)
         )
         while len(self._inflight) > MAX_WRITES_IN_FLIGHT:
-            self._inflight.popleft().result()
+            self._inflight[0].result()  # raises a failed write; drain() still awaits the rest
+            self._inflight.popleft()
 
-    def drain(self) -> None:
+    def drain(self, raise_errors: bool = True) -> None:
+        """Wait for every write in flight (so a cleanup never races a late put)."""
+        first: BaseException | None = None
         while self._inflight:
-            self._inflight.popleft().result()
+            try:
+                self._inflight.popleft().result()
+            except BaseException as exc:
+                first = first or exc
+        if first is not None and raise_errors:
+            raise first
 
 
 def _run_in_thread(fn: Callable[[], Any], loop: asyncio.AbstractEventLoop) -> asyncio.Future:
@@ -177,8 +185,10 @@ async def _build(
     def run() -> None:
         try:
             builder.run()
-        finally:
-            writer.drain()
+        except BaseException:
+            writer.drain(raise_errors=False)  # the build's own error is the one to report
+            raise
+        writer.drain()
 
     fut = _run_in_thread(run, loop)
     try:

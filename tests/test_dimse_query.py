@@ -177,3 +177,14 @@ def test_unicode_names_come_back_intact(dimse: DimseEnv, tmp_path: Path) -> None
     pending = [ds for status, ds in results if status == 0xFF00]
     assert [str(ds.PatientName) for ds in pending] == [PATIENTS[patient][1]]
     assert results[-1][0] == 0x0000
+
+
+def test_unsupported_filter_is_a_pending_warning(dimse: DimseEnv, tmp_path: Path) -> None:
+    [ds, *_] = store_study(dimse, tmp_path, 104, patient=1, n=1)
+    ident = Dataset()
+    ident.QueryRetrieveLevel = "STUDY"
+    ident.StudyInstanceUID = ds.StudyInstanceUID
+    ident.SeriesDescription = "no such thing"  # a series attribute: cannot filter studies
+    results = pynetdicom_find(dimse, StudyRootQueryRetrieveInformationModelFind, ident)
+    assert [status for status, _ in results] == [0xFF01, 0x0000]
+    assert results[0][1].StudyInstanceUID == ds.StudyInstanceUID

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
 UNABLE_TO_PROCESS = 0xC000
 PENDING, CANCEL = 0xFF00, 0xFE00
+PENDING_KEYS_NOT_SUPPORTED = 0xFF01  # "one or more Optional Keys were not supported"
 
 LEVELS: dict[str, Level] = {
     "PATIENT": "patient",
@@ -146,8 +147,12 @@ def handle_find(
         yield status(dimse_status(exc), str(exc)), None
         return
     raw_level = str(identifier.QueryRetrieveLevel).strip().upper()
+    pending = PENDING
+    if result.warnings:  # keys the index could not match on were ignored
+        log.info("C-FIND: %s", "; ".join(result.warnings))
+        pending = PENDING_KEYS_NOT_SUPPORTED
     for item in result.items:
         if event.is_cancelled:
             yield CANCEL, None
             return
-        yield PENDING, to_identifier(item, requested, raw_level, ctx.settings.ae_title)
+        yield pending, to_identifier(item, requested, raw_level, ctx.settings.ae_title)

@@ -50,8 +50,11 @@ export async function checkIndex({page, base, outDir}) {
   await page.screenshot({path: join(outDir, 'index.png'), fullPage: true});
   const out = {all, headers: {csp: headers['content-security-policy'], nosniff: headers['x-content-type-options'],
     referrer: headers['referrer-policy']}, searches: {}};
-  const first = all.studies[0];
+  // search for the biggest study (most images): others may be deliberately odd
+  const images = (s) => parseInt(s.cells[7].split('/')[1], 10) || 0;
+  const first = [...all.studies].sort((a, b) => images(b) - images(a))[0];
   if (!first) return out;
+  out.subject = first.uid;
   const patientId = first.cells[2];
   const date = yyyyMmDd(first.cells[3]);
   const s = out.searches;

@@ -144,7 +144,7 @@ export async function checkSlide({page, base, outDir, report}) {
   const slide = out.side.slide;
   const path = new URL(page.url()).pathname;
   out.regions = [];
-  for (const [fx, fy, z] of [[0.45, 0.55, 1], [0.6, 0.4, 0.5]]) {
+  for (const [fx, fy, z] of [[0.25, 0.3, 1], [0.18, 0.45, 0.5]]) {  // where the synthetic slide has tissue
     const want = {x: Math.round(slide.width * fx), y: Math.round(slide.height * fy), z};
     await page.goto('about:blank'); // a fresh load, not a same-document hash change
     await page.goto(`${base}${path}#x=${want.x}&y=${want.y}&z=${want.z}`);

@@ -35,8 +35,14 @@ async function after(page, previousSrc, action) {
 export async function checkStudy({page, base, outDir}) {
   await page.goto(`${base}/`);
   await waitReady(page);
-  const link = page.locator('#studies a.patient').first();
-  if (await link.count() === 0) return {skipped: 'no study listed'};
+  // the biggest study (most images), as in the index checks
+  const uid = await page.evaluate(() => {
+    const images = (tr) => parseInt(tr.cells[7].textContent.split('/')[1], 10) || 0;
+    const rows = [...document.querySelectorAll('#studies tbody tr[data-study]')].sort((a, b) => images(b) - images(a));
+    return rows[0]?.dataset.study || null;
+  });
+  if (!uid) return {skipped: 'no study listed'};
+  const link = page.locator(`#studies tr[data-study="${uid}"] a.patient`);
   await link.click();
   await page.waitForURL(/\/studies\/[^/]+\/view$/);
   await waitReady(page);

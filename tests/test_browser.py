@@ -1,0 +1,436 @@
+"""The viewer in a real browser: Debian's headless Chromium driven by playwright-core.
+
+One live vna (filesystem store) gets a demo CT+MR study, a study whose patient is
+named like an HTML injection, and a slide built from a synthetic Aperio SVS.  Then
+``node tests/browser/viewer.mjs`` uses the pages like a person would and reports
+what it saw; the tests below judge that report.  The slide screenshots are compared
+with OpenSlide's own reading of the SVS, so a viewer that draws the wrong place,
+the wrong zoom or garbage fails, not only a blank one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pydicom
+import pytest
+import requests
+from PIL import Image
+
+import tests.fixtures_server as fixtures_server
+from tests.fixtures_server import LiveServer, make_settings, start_server
+from vna.app import create_app
+from vna.keys import ARCHIVE
+from vna.testdata import dicom as td
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+DRIVER = ROOT / "tests" / "browser" / "viewer.mjs"
+OSD = ROOT / "vna" / "static" / "vendor" / "openseadragon" / "openseadragon.min.js"
+HOSTILE_NAME = "<b>Bold</b>^<script>alert(1)</script><i>x</i>"  # no '=': PN group separator
+HOSTILE_ID = "<script>alert(1)</script>"
+HOSTILE_SLIDE = "<img src=x onerror=alert(1)> biopsy"
+SLIDE_BUILD_TIMEOUT = 180.0
+
+
+def require_browser() -> None:
+    """Fail (not skip): scripts/setup --test installs all of this."""
+    missing = []
+    if shutil.which("node") is None:
+        missing.append("node (Debian package nodejs)")
+    if not CHROMIUM.is_file():
+        missing.append(f"{CHROMIUM} (Debian package chromium)")
+    if not (ROOT / "node_modules" / "playwright-core").is_dir():
+        missing.append("node_modules/playwright-core (npm install)")
+    if not OSD.is_file():
+        missing.append(f"{OSD.relative_to(ROOT)} (the OpenSeadragon copy step)")
+    if missing:
+        pytest.fail(
+            "browser tests need " + ", ".join(missing) + ": run scripts/setup --test", pytrace=False
+        )
+
+
+def slide_service():
+    """vna.slides.service.setup_slides, or None while the slide service does not exist."""
+    try:
+        from vna.slides.service import setup_slides
+    except ImportError:
+        return None
+    return setup_slides
+
+
+def app_with_slides(settings, **kw):
+    """create_app, plus the slide routes if create_app does not register them yet."""
+    app = create_app(settings, **kw)
+    setup = slide_service()
+    wired = any(
+        r.method == "POST" and r.resource.canonical == "/slides" for r in app.router.routes()
+    )
+    if setup is not None and not wired:
+        setup(app)
+    return app
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    mp = pytest.MonkeyPatch()
+    mp.setattr(fixtures_server, "create_app", app_with_slides)
+    try:
+        yield from start_server(make_settings(tmp_path_factory.mktemp("vna") / "data"))
+    finally:
+        mp.undo()
+
+
+def store(server: LiveServer, paths: list[Path]) -> None:
+    archive = server.app[ARCHIVE]
+    for p in paths:
+        result = server.call(archive.store_file(str(p)))
+        assert result.error is None, f"{p}: {result.error}"
+
+
+def hostile_study(directory: Path) -> tuple[str, list[Path]]:
+    """A CT-only study whose patient name and ID are HTML; the page must show them as text."""
+    study = td.make_study(seed=77, modalities=("CT",), n_instances=2)
+    out = []
+    for i, ds in enumerate(study):
+        ds = td.with_value(td.with_value(ds, "PatientName", HOSTILE_NAME), "PatientID", HOSTILE_ID)
+        out.append(td.write(ds, directory / f"{i}.dcm"))
+    return study[0].StudyInstanceUID, out
+
+
+def build_slide(server: LiveServer, svs: Path) -> dict:
+    with svs.open("rb") as f:
+        r = requests.post(
+            f"{server.url}/slides",
+            params={"name": HOSTILE_SLIDE},
+            files={"file": (svs.name, f)},
+            timeout=120,
+        )
+    assert r.status_code in (200, 201, 202), r.text
+    slide_id = r.json()["id"]
+    deadline = time.monotonic() + SLIDE_BUILD_TIMEOUT
+    while time.monotonic() < deadline:
+        doc = requests.get(f"{server.url}/slides/{slide_id}", timeout=30).json()
+        if doc["status"] in ("ready", "failed"):
+            assert doc["status"] == "ready", doc.get("reason")
+            return doc
+        time.sleep(0.5)
+    raise AssertionError(f"slide {slide_id} not built in {SLIDE_BUILD_TIMEOUT} s")
+
+
+@pytest.fixture(scope="module")
+def data(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("data")
+    demo = td.demo_study(tmp / "demo", ct_slices=12, mr_slices=6, size=256)
+    demo_uid = pydicom.dcmread(demo[0], stop_before_pixels=True).StudyInstanceUID
+    store(server, demo)  # consumes the files
+    hostile_uid, hostile = hostile_study(tmp / "hostile")
+    store(server, hostile)
+    out = {"demo_uid": demo_uid, "hostile_uid": hostile_uid, "svs": None, "slide": None}
+    if slide_service() is not None:
+        from vna.testdata import slides as ts
+
+        out["svs"] = ts.make_svs(ts.default_cache_dir())
+        out["slide"] = build_slide(server, out["svs"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(server: LiveServer, data: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    require_browser()
+    out_dir = tmp_path_factory.mktemp("browser")
+    proc = subprocess.run(
+        ["node", str(DRIVER), server.url, str(out_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"driver failed:\n{proc.stderr[-4000:]}"
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["out_dir"] = str(out_dir)
+    return result
+
+
+def demo_uid(data: dict) -> str:
+    return data["demo_uid"]
+
+
+def section(report: dict, name: str) -> dict:
+    part = report[name]
+    assert "error" not in part, f"{name} checks crashed:\n{part['error']}"
+    return part
+
+
+# -- pages and headers (no browser) ----------------------------------------------------
+
+
+def test_pages_have_security_headers(server: LiveServer, data: dict) -> None:
+    paths = [
+        "/",
+        f"/studies/{demo_uid(data)}/view",
+        "/slides/anything/view",
+        "/static/js/common.js",
+    ]
+    for path in paths:
+        r = requests.get(server.url + path, timeout=30)
+        assert r.status_code == 200, path
+        csp = r.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe" not in csp
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["Referrer-Policy"] == "no-referrer"
+    assert (
+        requests.get(server.url + "/static/js/slide.js", timeout=30)
+        .headers["Content-Type"]
+        .startswith("text/javascript")
+    )
+
+
+def test_static_files_stay_inside_static_dir(server: LiveServer) -> None:
+    for path in [
+        "/static/../app.py",
+        "/static/%2e%2e/app.py",
+        "/static/js/../../viewer.py",
+        "/static/nope.js",
+    ]:
+        r = requests.get(server.url + path, timeout=30)
+        assert r.status_code == 404, path
+    assert requests.get(
+        server.url + "/static/vendor/openseadragon/openseadragon.min.js", timeout=30
+    ).ok
+
+
+# -- the list page ------------------------------------------------------------------------
+
+
+def test_index_lists_and_searches(report: dict, data: dict) -> None:
+    index = section(report, "index")
+    demo = demo_uid(data)
+    listed = {s["uid"]: s for s in index["all"]["studies"]}
+    assert set(listed) == {demo, data["hostile_uid"]}
+    assert "'self'" in index["headers"]["csp"] and index["headers"]["nosniff"] == "nosniff"
+    s = index["searches"]
+    assert s["byPatientId"]["query"] == "DEMO-001" and s["byPatientId"]["studies"] == [demo]
+    assert s["byPatientName"]["studies"] == [demo]  # 'demo' matches 'Demo^Patient'
+    assert s["noMatch"]["studies"] == [] and s["noMatch"]["slides"] == []
+    assert s["modalityMR"]["studies"] == [demo]  # the hostile study is CT only
+    assert s["modalitySM"]["studies"] == []
+    assert demo in s["dateIncludes"]["studies"] and s["dateExcludes"]["studies"] == []
+    assert s["reloaded"] == [demo]  # a search is a bookmarkable address
+    if data["slide"]:
+        assert [x["id"] for x in index["all"]["slides"]] == [data["slide"]["id"]]
+        assert s["modalitySM"]["slides"] == [data["slide"]["id"]]
+        assert s["modalityMR"]["slides"] == []
+
+
+def test_untrusted_text_is_shown_as_text(report: dict, data: dict) -> None:
+    index = section(report, "index")
+    row = next(s for s in index["all"]["studies"] if s["uid"] == data["hostile_uid"])
+    assert row["patient"] == "<b>Bold</b>, <script>alert(1)</script><i>x</i>"
+    assert HOSTILE_ID in row["cells"]
+    assert index["all"]["injected"] == 0
+    if data["slide"]:
+        assert HOSTILE_SLIDE in index["all"]["slides"][0]["text"]
+        assert section(report, "slide")["side"]["title"] == HOSTILE_SLIDE
+
+
+# -- the slide viewer ------------------------------------------------------------------------
+
+
+def need_slide(data: dict) -> None:
+    if data["slide"] is None:
+        pytest.xfail("vna.slides.service (POST /slides) does not exist yet")
+
+
+def test_slide_viewer_navigation(report: dict, data: dict) -> None:
+    need_slide(data)
+    slide = section(report, "slide")
+    assert slide["state"] == "ready", slide.get("status")
+    assert urlparse(slide["url"]).path == f"/slides/{data['slide']['id']}/view"
+    home, keys, wheel, minus = (
+        slide["home"],
+        slide["afterKeys"],
+        slide["afterWheel"],
+        slide["afterMinus"],
+    )
+    assert keys["zoom"] == pytest.approx(home["zoom"] * 1.5**3, rel=0.02)  # '+' three times
+    assert (
+        keys["center"][0] > home["center"][0] and keys["center"][1] > home["center"][1]
+    )  # → and ↓
+    assert wheel["zoom"] > keys["zoom"]
+    assert minus["zoom"] == pytest.approx(wheel["zoom"] / 1.5, rel=0.02)
+    for view in (home, keys, wheel, minus):  # the address always holds the view
+        state = hash_state(view["hash"])
+        assert [state["x"], state["y"]] == [round(c) for c in view["center"]]
+        assert state["z"] == pytest.approx(view["zoom"], rel=1e-3)
+    assert slide["tilesDuringNavigation"] > 0
+    assert slide["fullscreen"] == "viewer-wrap" and slide["fullscreenExited"]
+
+
+def hash_state(h: str) -> dict[str, float]:
+    return {k: float(v) for k, v in (kv.split("=") for kv in h.lstrip("#").split("&"))}
+
+
+def test_slide_overlays(report: dict, data: dict) -> None:
+    need_slide(data)
+    slide = section(report, "slide")
+    mpp = float(data["slide"]["mpp"])
+    assert mpp == pytest.approx(0.25)  # make_svs writes MPP = 0.25, AppMag = 40
+    for view in [slide["home"], slide["afterKeys"], *(r["state"] for r in slide["regions"])]:
+        m = re.fullmatch(r"([\d.]+) (µm|mm)", view["scalebar"])
+        assert m and not view["scalebarHidden"], view["scalebar"]
+        um = float(m[1]) * (1000 if m[2] == "mm" else 1)
+        # the bar is as long on screen as its label says, at this zoom
+        assert view["scalebarWidth"] == pytest.approx(um / mpp * view["zoom"], abs=2.5)
+        assert float(view["mag"].rstrip("×")) == pytest.approx(40 * view["zoom"], rel=0.06)
+    ruler = slide["ruler"]
+    expected = math.hypot(ruler["drag"]["dx"], ruler["drag"]["dy"]) / ruler["state"]["zoom"] * mpp
+    assert ruler["um"] == pytest.approx(expected, rel=0.02)
+    assert "µm" in ruler["text"] and ruler["pressed"] == "true"
+    side = slide["side"]
+    assert {a["kind"] for a in side["associated"]} == {"thumbnail", "label", "macro"}
+    assert all(a["loaded"] for a in side["associated"]), side["associated"]
+    assert side["navigator"]
+    props = dict(side["properties"])
+    assert props["Size"] == f"{data['slide']['width']} × {data['slide']['height']} px"
+    assert props["Objective"] == "40×"
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * math.log10(255**2 / mse) if mse else math.inf
+
+
+class SourceRegion:
+    """A level-0 area of the SVS read once by OpenSlide, resampled to any box inside it."""
+
+    def __init__(self, svs: Path, box: tuple[float, float, float, float], margin: int) -> None:
+        import openslide
+
+        x0, y0, x1, y1 = box
+        self.ox, self.oy = math.floor(x0) - margin, math.floor(y0) - margin
+        size = (math.ceil(x1) + margin - self.ox, math.ceil(y1) + margin - self.oy)
+        with openslide.OpenSlide(str(svs)) as s:
+            self.image = s.read_region((self.ox, self.oy), 0, size).convert("RGB")
+
+    def view(self, box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        local = (x0 - self.ox, y0 - self.oy, x1 - self.ox, y1 - self.oy)
+        return np.asarray(self.image.resize(size, Image.Resampling.BILINEAR, box=local))
+
+
+def best_match(
+    shot: np.ndarray, src: SourceRegion, box: tuple, z: float, reach: float
+) -> tuple[float, float, float]:
+    """(PSNR, dx, dy): the best registration within reach screen pixels.  The drawer
+    may round tile positions to whole device pixels, so allow a pixel or so."""
+    h, w = shot.shape[:2]
+    best = (-math.inf, 0.0, 0.0)
+    steps = np.arange(-reach, reach + 1e-9, 0.5)
+    for dy in steps:
+        for dx in steps:
+            moved = (box[0] + dx / z, box[1] + dy / z, box[2] + dx / z, box[3] + dy / z)
+            best = max(best, (psnr(shot, src.view(moved, (w, h))), float(dx), float(dy)))
+    return best
+
+
+def test_slide_screenshot_matches_source(report: dict, data: dict) -> None:
+    need_slide(data)
+    slide = section(report, "slide")
+    assert len(slide["regions"]) == 2
+    for region in slide["regions"]:
+        want, state = region["want"], region["state"]
+        z = want["z"]
+        # the view comes back from the address alone (a bookmark / shared link)
+        assert state["center"] == pytest.approx([want["x"], want["y"]], abs=1.0)
+        assert state["zoom"] == pytest.approx(z, rel=1e-3)
+        shot = np.asarray(Image.open(region["path"]).convert("RGB"))
+        h, w = shot.shape[:2]
+        assert (w, h) == (region["clip"]["width"], region["clip"]["height"])
+        im = region["image"]
+        box = (im["x0"], im["y0"], im["x1"], im["y1"])
+        assert (box[2] - box[0]) * z == pytest.approx(w, rel=0.01)
+        assert shot.std() > 10  # the region has tissue, not a flat background
+        shift = 48  # screen pixels: the same view a little off must compare clearly worse
+        src = SourceRegion(data["svs"], box, margin=math.ceil((shift + 4) / z))
+        good, dx, dy = best_match(shot, src, box, z, reach=1.5)
+        off, _, _ = best_match(shot, src, tuple(v + shift / z for v in box), z, reach=1.5)
+        print(f"z={z}: PSNR {good:.1f} dB at ({dx}, {dy}) px; {off:.1f} dB {shift} px off")
+        assert good >= 30.0, f"z={z}: screenshot vs OpenSlide PSNR {good:.1f} dB"
+        assert good >= off + 8.0, f"z={z}: PSNR {good:.1f} dB, but {off:.1f} dB {shift} px off"
+
+
+def test_slide_tiles_all_answered(report: dict, data: dict) -> None:
+    need_slide(data)
+    tiles = [
+        r
+        for r in report["responses"]
+        if re.search(r"/slides/[^/]+_files/\d+/\d+_\d+\.jpeg$", r["url"])
+    ]
+    assert len(tiles) > 10
+    assert {r["status"] for r in tiles} == {200}
+    assert not [u for u in report["failedRequests"] if "_files/" in u["url"]]
+
+
+# -- the series viewer ---------------------------------------------------------------------
+
+
+def test_study_viewer_steps_through_images(report: dict, data: dict) -> None:
+    study = section(report, "study")
+    demo = demo_uid(data)
+    assert urlparse(study["url"]).path == f"/studies/{demo}/view"
+    assert study["title"] == "CT CHEST + MR HEAD (demo)" and "DEMO-001" in study["info"]
+    assert study["seriesButtons"] == 2
+    first = study["first"]
+    assert first["width"] == 256 and first["position"].startswith(f"{first['index'] + 1} / 12")
+    assert study["arrowDown"]["index"] == first["index"] + 1
+    assert study["arrowUp"]["index"] == first["index"]
+    assert study["wheel"]["index"] == first["index"] + 1
+    assert study["slider"]["index"] == 0 and study["end"]["index"] == 11
+    srcs = {study[k]["index"]: study[k]["src"] for k in ("first", "arrowDown", "slider", "end")}
+    assert len(set(srcs.values())) == len(srcs)  # each image its own rendered URL
+    assert all(
+        f"/dicom-web/studies/{demo}/series/" in s and s.endswith("/rendered") for s in srcs.values()
+    )
+    windows = {
+        "Lung": "-600%2C1500",
+        "Bone": "300%2C1500",
+        "Brain": "40%2C80",
+        "Soft tissue": "40%2C400",
+    }
+    presets = study["presets"]
+    for name, value in windows.items():
+        assert presets[name]["src"].endswith(f"/rendered?window={value}"), presets[name]["src"]
+        assert presets[name]["index"] == 11
+    assert "window=" not in presets["Default"]["src"]
+    # the server applied the windows: lung (wide, low) and brain (narrow) look different
+    assert abs(presets["Lung"]["mean"] - presets["Brain"]["mean"]) > 5
+    second = study["secondSeries"]
+    assert (
+        second["series"] != first["series"] and "window=" not in second["src"]
+    )  # MR: no HU presets
+    assert second["position"].startswith(f"{second['index'] + 1} / 6 · instance ")
+
+
+def test_rendered_requests_answered(report: dict) -> None:
+    rendered = [
+        r for r in report["responses"] if "/rendered" in r["url"] or "/thumbnail" in r["url"]
+    ]
+    assert len(rendered) > 10
+    assert {r["status"] for r in rendered} <= {200, 304}
+
+
+def test_no_browser_errors(report: dict) -> None:
+    assert report["pageErrors"] == []
+    assert report["consoleErrors"] == []
+    assert report["failedRequests"] == []
+    assert [r for r in report["responses"] if r["status"] >= 400] == []

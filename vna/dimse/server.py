@@ -67,6 +67,11 @@ def configure_pynetdicom() -> None:
     # identifiers and datasets are logged by vna at its own level, not dumped
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
+    # pynetdicom logs several INFO lines per message: at hundreds of instances a
+    # second that is real CPU.  Quiet unless someone set its level on purpose.
+    pnd_log = logging.getLogger("pynetdicom")
+    if pnd_log.level == logging.NOTSET:
+        pnd_log.setLevel(logging.WARNING)
 
 
 def supported_contexts() -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,9 +13,18 @@ from vna.index import make_index
 from vna.settings import Settings
 from vna.storage import make_store
 
+IO_THREADS = 32
+
 
 @asynccontextmanager
 async def open_archive(settings: Settings) -> AsyncIterator[Archive]:
+    # Blob I/O runs in the loop's default executor (asyncio.to_thread).  Writers
+    # spend most of their time waiting on shared durability barriers and S3
+    # round trips, not CPU, so the pool is wider than the core count; the loop
+    # owns it and shuts it down when it closes.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="vna-io")
+    )
     store = make_store(settings.storage_url)
     await store.open()
     try:

@@ -111,10 +111,13 @@ class Archive:
         os.close(fd)
         return path
 
+    def _open_spool(self) -> tuple[str, Any]:
+        path = self.spool_path()
+        return path, open(path, "wb")  # noqa: SIM115 - closed by spool()
+
     async def spool(self, chunks: AsyncIterable[bytes]) -> str:
         """Write a stream to a fresh spool file, off the event loop; returns its path."""
-        path = self.spool_path()
-        f = await self.run(open, path, "wb")
+        path, f = await self.run(self._open_spool)
         try:
             async for chunk in chunks:
                 await self.run(f.write, chunk)
@@ -140,8 +143,7 @@ class Archive:
         """
         result = StoreResult()
         try:
-            await self.run(add_missing_preamble, path)
-            parsed = await self.run(parse_part10, path)
+            parsed = await self.run(_prepare, path)
             result.sop_class_uid = parsed.sop_class_uid
             result.sop_instance_uid = parsed.sop_instance_uid
             result.study_instance_uid = parsed.study_instance_uid
@@ -154,14 +156,18 @@ class Archive:
             result.outcome = await self._store_parsed(path, parsed, source, site)
         except VnaError as exc:
             result.error = exc
-        finally:
-            await self.run(unlink_quietly, path)
+        if result.outcome not in (AddOutcome.STORED, AddOutcome.SUPERSEDED, AddOutcome.REPLACED):
+            await self.run(unlink_quietly, path)  # not moved into the store
         return result
 
     async def store_bytes(self, data: bytes, **kwargs: Any) -> StoreResult:
-        path = self.spool_path()
-        await self.run(Path(path).write_bytes, data)
+        path = await self.run(self._spool_bytes, data)
         return await self.store_file(path, **kwargs)
+
+    def _spool_bytes(self, data: bytes) -> str:
+        path = self.spool_path()
+        Path(path).write_bytes(data)
+        return path
 
     async def _store_parsed(
         self, path: str, parsed: ParsedInstance, source: str, site: str | None
@@ -280,6 +286,11 @@ def make_record(parsed: ParsedInstance, key: str, source: str, site: str | None)
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _prepare(path: str) -> ParsedInstance:
+    add_missing_preamble(path)
+    return parse_part10(path)
 
 
 def add_missing_preamble(path: str) -> None:

@@ -1,9 +1,11 @@
 """A blob store on a local (or mounted) filesystem.
 
 Keys map to files under ``root``.  Every write goes to a temporary file in
-``root/.vna-tmp`` (same filesystem, so rename is atomic), is fsynced, then
-renamed over the final name and the directory is fsynced: readers see the old
-blob or the new one, never a part, and a crash leaves at most a stray temp file.
+``root/.vna-tmp`` (same filesystem, so rename is atomic), is made durable, then
+renamed over the final name, which is made durable before the call returns:
+readers see the old blob or the new one, never a part, and a crash leaves at
+most a stray temp file.  Durability barriers are shared by concurrent writers
+(``GroupSync``): the same guarantee as an fsync each, at the cost of one.
 The first key segment ``.vna-tmp`` is therefore reserved.
 
 Each public coroutine does its blocking work in exactly one ``asyncio.to_thread``
@@ -19,6 +21,7 @@ import errno
 import os
 import shutil
 import stat as stat_mod
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +29,7 @@ from itertools import islice
 
 from vna.errors import BadRequest, NotFound, StorageError
 from vna.storage.base import BlobInfo, check_key
+from vna.storage.groupsync import GroupSync
 
 TMP_DIR = ".vna-tmp"
 _LIST_BATCH = 1000
@@ -60,14 +64,6 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _info(key: str, st: os.stat_result) -> BlobInfo:
     return BlobInfo(key=key, size=st.st_size, mtime=st.st_mtime)
 
@@ -79,6 +75,8 @@ class FileStore:
         self.root = os.path.abspath(root)
         self.url = "file://" + self.root
         self._tmp = os.path.join(self.root, TMP_DIR)
+        self._sync: GroupSync | None = None  # made on first write (the root must exist)
+        self._sync_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"FileStore({self.root!r})"
@@ -112,8 +110,7 @@ class FileStore:
         for d in reversed(missing):
             with contextlib.suppress(FileExistsError):  # a concurrent writer made it
                 os.mkdir(d)
-            _fsync_dir(os.path.dirname(d))
-        return parent
+        return parent  # made durable by the barrier that follows the rename
 
     def _publish(self, tmp: str, final: str, *, exclusive: bool) -> bool:
         """Move the finished temp file to ``final``; False if exclusive and taken.
@@ -123,7 +120,7 @@ class FileStore:
         """
         for attempt in range(5):
             try:
-                parent = self._ensure_parent(final)
+                self._ensure_parent(final)
                 if exclusive:
                     os.link(tmp, final)  # fails with EEXIST: atomic "if absent"
                 else:
@@ -134,11 +131,19 @@ class FileStore:
                 if attempt == 4:
                     raise
                 continue
-            _fsync_dir(parent)
+            self._barrier()  # the name is durable before the caller is answered
             return True
         return False  # unreachable
 
     # -- sync bodies (run in a worker thread) --------------------------------
+
+    def _barrier(self) -> None:
+        if self._sync is None:
+            with self._sync_lock:
+                if self._sync is None:
+                    os.makedirs(self.root, exist_ok=True)
+                    self._sync = GroupSync(self.root)
+        self._sync.barrier()
 
     def _read(self, key: str, start: int, end: int | None) -> bytes:
         with _oserrors(key):
@@ -164,12 +169,12 @@ class FileStore:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
         except BaseException:
             os.close(fd)
             os.unlink(tmp)
             raise
         os.close(fd)
+        self._barrier()  # the data is durable before any name points at it
         return tmp
 
     def _put(self, key: str, data: bytes, exclusive: bool) -> BlobInfo | None:
@@ -189,14 +194,10 @@ class FileStore:
         os.close(fd)
         try:
             shutil.copyfile(src, tmp)  # streamed (sendfile on Linux), never whole in memory
-            fd = os.open(tmp, os.O_WRONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
         except BaseException:
             os.unlink(tmp)
             raise
+        self._barrier()  # the data is durable before any name points at it
         return tmp
 
     def _put_file(self, key: str, src: str, move: bool) -> BlobInfo:
@@ -218,19 +219,17 @@ class FileStore:
 
     def _try_move(self, src: str, final: str) -> bool:
         """Rename ``src`` into place when on the same filesystem."""
-        fd = os.open(src, os.O_RDONLY)
+        if os.stat(src).st_dev != os.stat(self.root).st_dev:
+            return False
+        self._barrier()  # the data must be durable before the name is
         try:
-            os.fsync(fd)  # the data must be durable before the name is
-        finally:
-            os.close(fd)
-        try:
-            parent = self._ensure_parent(final)
+            self._ensure_parent(final)
             os.replace(src, final)
         except OSError as exc:
             if exc.errno == errno.EXDEV:
                 return False
             raise
-        _fsync_dir(parent)
+        self._barrier()  # and the name before the caller is answered
         return True
 
     def _stat(self, key: str) -> BlobInfo:
@@ -375,4 +374,7 @@ class FileStore:
         return True
 
     async def close(self) -> None:
-        """Nothing to release: files are opened and closed per call."""
+        """Release the directory handle the durability barriers flush through."""
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None

@@ -385,6 +385,22 @@ async def test_patient_attributes_follow_newest_current_instance(filled) -> None
     assert await uids(filled, filters={"PatientName": "doe^jane"}) == []
 
 
+async def test_newer_series_attributes_refresh_modalities_in_study(filled) -> None:
+    fixed = record(
+        "2.1.1.9",
+        study="2.1",
+        series="2.1.1",
+        stored_at=9000.0,
+        PatientID="12345",
+        IssuerOfPatientID="HOSP_B",
+        Modality="OT",
+    )
+    assert await filled.add(fixed, DuplicatePolicy.KEEP) is AddOutcome.STORED
+    study = (await filled.find(Query("study", {"StudyInstanceUID": "2.1"}))).items[0]
+    assert study["00080061"]["Value"] == ["OT"]
+    assert await uids(filled, filters={"ModalitiesInStudy": "MR"}) == []
+
+
 async def test_delete_updates_counters_and_removes_empty_rows(filled) -> None:
     v2 = record(
         "1.1.2.1",

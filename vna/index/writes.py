@@ -125,6 +125,9 @@ def _refresh(conn: Conn, level: Level, pk: int, rec: InstanceRecord) -> None:
     cols.update(attrs=new_attrs, updated_at=rec.stored_at)
     sets = ", ".join(f"{c} = ?" for c in cols)
     conn.execute(f"UPDATE {table} SET {sets} WHERE pk = ?", (*cols.values(), pk))
+    if level == "series":  # its Modality may have changed
+        (study_pk,) = conn.execute("SELECT study_pk FROM series WHERE pk = ?", (pk,)).fetchone()
+        refresh_modalities(conn, study_pk)
     for keyword in _NAME_ATTRS.get(level, ()):
         conn.execute("DELETE FROM name_tokens WHERE attr = ? AND owner = ?", (keyword, pk))
         conn.executemany(

@@ -113,9 +113,34 @@ def _parse_range(keyword: str, kind: str, item: str) -> tuple[str, str]:
         low, high = (item[:pos], item[pos + 1 :]) if pos >= 0 else (item, item)
         if pos >= 0 and not low and not high:
             continue
-        if all(not side or pattern.match(side) for side in (low, high)):
-            return _norm(kind, low, False), _norm(kind, high, True)
+        if all(
+            not side or (pattern.match(side) and _plausible(kind, side)) for side in (low, high)
+        ):
+            lo, hi = _norm(kind, low, False), _norm(kind, high, True)
+            if lo and hi and lo > hi:
+                raise BadRequest(f"{keyword}: range {item!r} ends before it starts")
+            return lo, hi
     raise BadRequest(f"{keyword}: {item!r} is not a valid {kind.upper()} value or range")
+
+
+def _plausible(kind: str, value: str) -> bool:
+    """Field limits the patterns cannot express: month 01-12, day 01-31, hour 00-23,
+    minute 00-59, second 00-60 (leap second)."""
+    digits = re.split(r"[.+-]", value)[0]
+    if kind == "time":
+        fields, widths = [(0, 23), (0, 59), (0, 60)], [2, 2, 2]
+    else:
+        fields = [(0, 9999), (1, 12), (1, 31), (0, 23), (0, 59), (0, 60)]
+        widths = [4, 2, 2, 2, 2, 2]
+    pos = 0
+    for (lo, hi), width in zip(fields, widths, strict=True):
+        part = digits[pos : pos + width]
+        if len(part) < width:
+            break
+        if not lo <= int(part) <= hi:
+            return False
+        pos += width
+    return True
 
 
 def _norm(kind: str, value: str, high: bool) -> str:

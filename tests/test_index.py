@@ -505,6 +505,16 @@ async def test_migrations_apply_once_and_upgrade(tmp_path: Path) -> None:
     conn.close()
 
 
+async def test_unreadable_database_is_a_storage_error(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not an SQLite database" * 100)
+    idx = make_index(f"sqlite:///{path}")
+    with pytest.raises(StorageError):
+        await idx.open()
+    with pytest.raises(StorageError, match="not open"):
+        await idx.get("1.2.3")
+
+
 def test_make_index_urls(tmp_path: Path) -> None:
     with pytest.raises(BadRequest, match="not yet supported"):
         make_index("postgresql://user@db/vna")

@@ -88,7 +88,10 @@ class SqliteIndex(SecurityMixin):  # users, keys, sessions, audit: vna.index.sec
     async def open(self) -> None:
         try:
             await asyncio.to_thread(self._open_sync)
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # unreadable file, failed migration...
+            if self._wconn is not None:
+                self._wconn.close()
+                self._wconn = None
             raise _wrap(exc) from exc
         self._pool = ThreadPoolExecutor(self.readers, thread_name_prefix="vna-index-read")
         self._writer = threading.Thread(

@@ -42,10 +42,10 @@ class OpenPyramid:
     record: SlideRecord
     info: PyramidInfo
     opened_at: float = field(default_factory=time.monotonic)
+    dzi_max: int = 0  # Deep Zoom's top level, computed once: every tile request needs it
 
-    @property
-    def dzi_max(self) -> int:
-        return dzi_max_level(self.width, self.height)
+    def __post_init__(self) -> None:
+        self.dzi_max = dzi_max_level(self.width, self.height)
 
     def level(self, k: int) -> Level:
         """Level k's geometry; k may lie above the stored levels (derived levels)."""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+import zipfile
 from pathlib import Path
 
 import imagecodecs
@@ -422,3 +423,23 @@ def test_quiet_wsi_series_is_built_automatically(tmp_path):
         assert rec["patient_id"] == "PAT-WSI-2"
     finally:
         gen.close()
+
+
+def test_zip_upload(fs_server, svs, tmp_path):
+    archive = tmp_path / "slide.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(svs, "case/slide.svs")
+    rec = wait_slide(fs_server, upload(fs_server, str(archive), "slide.zip")["id"])
+    assert rec["status"] == "ready", rec["reason"]
+    assert (rec["width"], rec["height"]) == (W, H)
+
+
+def test_cli_add_prints_the_id(fs_server, svs):
+    done = _vna(fs_server, "slides", "add", svs, "--name", "from cli")
+    assert done.returncode == 0, done.stderr
+    slide_id = done.stdout.split()[0]
+    rec = requests.get(f"{fs_server.url}/slides/{slide_id}", timeout=30).json()
+    assert rec["status"] == "ready" and rec["name"] == "from cli"
+    assert requests.get(tile_url(fs_server, rec, 11, 0, 0), timeout=30).status_code == 200
+    missing = _vna(fs_server, "slides", "add", str(Path(svs).with_name("nope.svs")))
+    assert missing.returncode == 1 and "not found" in missing.stderr

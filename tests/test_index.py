@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
+import threading
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -479,6 +480,28 @@ async def test_concurrent_adds_are_group_committed_and_durable(tmp_path: Path) -
     await again.open()
     assert len(await again.instances("5.1")) == 200
     await again.close()
+
+
+async def test_reads_do_not_wait_for_an_open_write_transaction(filled) -> None:
+    """The writer holds a transaction open (uncommitted row inside) until released;
+    searches and gets must answer meanwhile, from the last committed state."""
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE studies SET study_id = 'UNCOMMITTED'")
+        inside.set()
+        release.wait(60)
+
+    writer = asyncio.ensure_future(filled._write(hold))
+    try:
+        assert await asyncio.to_thread(inside.wait, 60)
+        res = await asyncio.wait_for(filled.find(Query("study", {"StudyID": "UNCOMMITTED"})), 30)
+        assert res.items == []
+        assert (await asyncio.wait_for(filled.get("4.1.1.1"), 30)).sop_instance_uid == "4.1.1.1"
+    finally:
+        release.set()
+        await writer
+    assert len(await uids(filled, filters={"StudyID": "UNCOMMITTED"})) == 4
 
 
 # -- migrations, factory, slides -----------------------------------------------

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from vna.archive.runtime import open_archive
+from vna.auth.wiring import MIDDLEWARES as SECURITY_MIDDLEWARES
+from vna.auth.wiring import setup_security
 from vna.dicomweb import routes as dicomweb_routes
 from vna.keys import ARCHIVE, INDEX, PRIMARY, SETTINGS, STORE
 from vna.settings import Settings
@@ -37,11 +39,14 @@ def create_app(settings: Settings, *, primary: bool = True) -> web.Application:
     """``primary`` is False in the extra processes of ``--workers N``: they serve HTTP
     only, while the primary also runs the DIMSE service and background builds."""
     app = web.Application(
-        middlewares=[cors_middleware, error_middleware], client_max_size=CLIENT_MAX_SIZE
+        # audit then auth, inside the error middleware: refusals are recorded with their status
+        middlewares=[cors_middleware, error_middleware, *SECURITY_MIDDLEWARES],
+        client_max_size=CLIENT_MAX_SIZE,
     )
     app[SETTINGS] = settings
     app[PRIMARY] = primary
     app.cleanup_ctx.append(_archive_ctx)
+    setup_security(app)  # after the archive: the audit writer needs its index
     app.on_response_prepare.append(add_cors_headers)
     add_routes(app, [Route("GET", "/healthz", healthz, PUBLIC)])
     add_routes(app, dicomweb_routes.routes(settings.base_path))

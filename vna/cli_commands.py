@@ -28,6 +28,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ae-title", dest="ae_title", help="our AE title (default VNA)")
     p.add_argument("--workers", type=int, help="serving processes")
     p.add_argument("--dev", action="store_true", help="development mode: no authentication")
+    p.add_argument("--tls-cert", dest="tls_cert", help="PEM certificate: serve HTTPS")
+    p.add_argument("--tls-key", dest="tls_key", help="PEM private key of --tls-cert")
 
 
 def _import_args(p: argparse.ArgumentParser) -> None:
@@ -44,6 +46,18 @@ def _no_args(p: argparse.ArgumentParser) -> None:
     pass
 
 
+def _keys_args(p: argparse.ArgumentParser) -> None:
+    from vna.auth.cli import add_keys_arguments
+
+    add_keys_arguments(p)
+
+
+def _users_args(p: argparse.ArgumentParser) -> None:
+    from vna.auth.cli import add_users_arguments
+
+    add_users_arguments(p)
+
+
 def _slides_args(p: argparse.ArgumentParser) -> None:
     from vna.slides.cli import add_arguments
 
@@ -57,7 +71,21 @@ PARSERS = {
     "fsck": ("verify every blob's checksum and find orphans", _fsck_args),
     "demo": ("import the demo study (made on first use)", _no_args),
     "slides": ("add, list, remove and build slides", _slides_args),
+    "keys": ("create, list and revoke API keys", _keys_args),
+    "users": ("add, list and remove local users (browser sign-in)", _users_args),
 }
+
+
+def tls_context(settings: Settings):
+    """HTTPS when --tls-cert/--tls-key (or tls_cert/tls_key settings) are given."""
+    if not settings.tls_cert:
+        return None
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(settings.tls_cert, settings.tls_key or None)
+    return ctx
 
 
 def _serve_worker(settings: Settings) -> None:
@@ -68,7 +96,12 @@ def _serve_worker(settings: Settings) -> None:
 
     host, port = settings.http_host_port
     web.run_app(
-        create_app(settings, primary=False), host=host, port=port, reuse_port=True, print=None
+        create_app(settings, primary=False),
+        host=host,
+        port=port,
+        reuse_port=True,
+        ssl_context=tls_context(settings),
+        print=None,
     )
 
 
@@ -81,6 +114,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     from vna.app import create_app
 
     host, port = settings.http_host_port
+    settings.tls_cert = args.tls_cert or settings.tls_cert
+    settings.tls_key = args.tls_key or settings.tls_key
     if settings.dev:
         print("WARNING: development mode: authentication is off", file=sys.stderr)
     # several processes on one port (SO_REUSEPORT): the kernel spreads connections,
@@ -98,6 +133,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             host=host,
             port=port,
             reuse_port=bool(extra),
+            ssl_context=tls_context(settings),
             print=lambda m: print(m, flush=True),
         )
     finally:
@@ -229,3 +265,17 @@ def slides_cmd(settings: Settings, args: argparse.Namespace) -> int:
     from vna.slides.cli import main as slides_main
 
     return run(slides_main(settings, args))
+
+
+@command("keys")
+def keys_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    from vna.auth.cli import keys_main
+
+    return keys_main(settings, args)
+
+
+@command("users")
+def users_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    from vna.auth.cli import users_main
+
+    return users_main(settings, args)

@@ -43,6 +43,17 @@ class Settings:
     workers: int = 1
     tile_cache_mb: int = 256
     slide_quiet_seconds: float = 30.0
+    # access control (vna.auth): OIDC bearer tokens, browser sessions, HTTPS
+    oidc_issuer: str = ""  # expected `iss`; tokens are refused when unset
+    oidc_audience: str = ""  # expected `aud`
+    oidc_jwks_url: str = ""  # the issuer's JWKS document, or instead:
+    oidc_public_key: str = ""  # a PEM public key (text, or the path of a PEM file)
+    oidc_algorithms: list[str] = field(default_factory=lambda: ["RS256", "ES256"])
+    role_claim: str = "role"  # claim holding the vna role (string or list)
+    site_claim: str = "site"  # claim holding the granted site(s)
+    session_hours: float = 8.0
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @property
     def storage_url(self) -> str:
@@ -73,7 +84,7 @@ def split_host_port(value: str, what: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-_LISTS = {"cors_origins", "allowed_calling_aes"}
+_LISTS = {"cors_origins", "allowed_calling_aes", "oidc_algorithms"}
 
 
 def _coerce(name: str, value: Any, current: Any) -> Any:

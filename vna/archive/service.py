@@ -198,9 +198,18 @@ class Archive:
         return await self.index.find(query)
 
     async def instances(
-        self, study: str, series: str | None = None, sop: str | None = None
+        self,
+        study: str,
+        series: str | None = None,
+        sop: str | None = None,
+        *,
+        sites: list[str] | None = None,
     ) -> list[InstanceRecord]:
+        """``sites``: the caller's scope (None: every site); what lies outside it
+        is answered exactly like what does not exist."""
         recs = await self.index.instances(study, series, sop)
+        if sites is not None:
+            recs = [r for r in recs if r.site in sites]
         if not recs:
             what = "instance" if sop else "series" if series else "study"
             raise NotFound(f"no such {what}: {sop or series or study}")

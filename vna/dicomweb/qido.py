@@ -8,6 +8,7 @@ from aiohttp import web
 from multidict import MultiMapping
 from pydicom.datadict import dictionary_keyword, keyword_for_tag, tag_for_keyword
 
+from vna.auth import scope_sites
 from vna.dicomweb.uids import check_uid
 from vna.errors import BadRequest
 from vna.index.base import Level, Query
@@ -83,6 +84,7 @@ def _search(level: Level, path_keys: dict[str, str]):
     async def handler(request: web.Request) -> web.Response:
         path = {kw: request.match_info[name] for name, kw in path_keys.items()}
         query = parse_query(level, request.query, path)
+        query.sites = scope_sites(request)  # a caller sees only its granted sites
         result = await request.app[ARCHIVE].find(query)
         resp = web.Response(text=json.dumps(result.items), content_type=DICOM_JSON)
         if result.warnings:

@@ -6,6 +6,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from vna.archive import Archive
+from vna.auth import scope_sites
 from vna.dicom.render import render
 from vna.dicomweb.media import parse_accept
 from vna.dicomweb.uids import check_uid
@@ -74,7 +75,7 @@ async def _render(
 async def rendered(request: web.Request) -> web.Response:
     archive = request.app[ARCHIVE]
     media = _pick_image_type(request.headers.get("Accept"))
-    recs = await archive.instances(*path_uids(request))
+    recs = await archive.instances(*path_uids(request), sites=scope_sites(request))
     frame = None
     if "frames" in request.match_info:
         numbers = parse_frame_list(request.match_info["frames"])
@@ -88,7 +89,11 @@ async def rendered(request: web.Request) -> web.Response:
 async def thumbnail(request: web.Request) -> web.Response:
     archive = request.app[ARCHIVE]
     media = _pick_image_type(request.headers.get("Accept"))
-    recs = [r for r in await archive.instances(*path_uids(request)) if r.num_frames > 0]
+    recs = [
+        r
+        for r in await archive.instances(*path_uids(request), sites=scope_sites(request))
+        if r.num_frames > 0
+    ]
     if not recs:
         raise NotFound("nothing with pixel data to make a thumbnail of")
     rec = recs[len(recs) // 2]  # the middle slice represents a series best
@@ -110,7 +115,7 @@ async def wado_uri(request: web.Request) -> web.Response:
     except KeyError as exc:
         raise BadRequest(f"missing parameter {exc.args[0]}") from None
     archive = request.app[ARCHIVE]
-    rec = (await archive.instances(study, series, sop))[0]
+    rec = (await archive.instances(study, series, sop, sites=scope_sites(request)))[0]
     ctype = q.get("contentType", "image/jpeg").split(",")[0].strip().lower()
     if ctype == DICOM:
         ts, body = await _instance_body(

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import BodyPartReader, MultipartReader, web
 
 from vna.archive import Archive, StoreResult
+from vna.auth import store_site
 from vna.dicomweb.media import parse_params
 from vna.dicomweb.uids import check_uid
 from vna.errors import BadRequest, InvalidDicom, UnsupportedMediaType, VnaError
@@ -64,7 +65,9 @@ async def _parts(request: web.Request, archive: Archive, study: str | None, sour
                 continue
             path = await archive.spool(_chunks(part))
             yield asyncio.ensure_future(
-                archive.store_file(path, source=source, expected_study=study)
+                archive.store_file(
+                    path, source=source, expected_study=study, site=store_site(request)
+                )
             )
     except (ValueError, AssertionError, RuntimeError) as exc:
         # aiohttp's reader reports malformed bodies (bad boundary, truncated) this way

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from vna.archive import Archive
 from vna.archive.service import unlink_quietly
+from vna.auth import scope_sites
 from vna.dicom import BULK_PREFIX, read_bulk
 from vna.dicom.transcode import can_transcode, transcode_frames, transcode_part10
 from vna.dicomweb.media import (
@@ -59,7 +60,7 @@ async def _instance_body(archive: Archive, rec: InstanceRecord, ts: str):
 
 async def retrieve(request: web.Request) -> web.StreamResponse:
     archive = request.app[ARCHIVE]
-    recs = await archive.instances(*path_uids(request))
+    recs = await archive.instances(*path_uids(request), sites=scope_sites(request))
     ts = _instance_ts(parse_accept(request.headers.get("Accept")))
     if ts != "*":
         # refuse up front rather than fail in the middle of a streamed response
@@ -92,7 +93,7 @@ def metadata_json(request: web.Request, rec: InstanceRecord) -> str:
 
 
 async def metadata(request: web.Request) -> web.Response:
-    recs = await request.app[ARCHIVE].instances(*path_uids(request))
+    recs = await request.app[ARCHIVE].instances(*path_uids(request), sites=scope_sites(request))
     body = "[" + ",".join(metadata_json(request, r) for r in recs) + "]"
     return web.Response(text=body, content_type="application/dicom+json")
 
@@ -138,7 +139,7 @@ def negotiate_frames(accept: list[MediaRange], stored_ts: str) -> tuple[str, str
 async def frames(request: web.Request) -> web.StreamResponse:
     archive = request.app[ARCHIVE]
     study, series, sop = path_uids(request)
-    rec = (await archive.instances(study, series, sop))[0]
+    rec = (await archive.instances(study, series, sop, sites=scope_sites(request)))[0]
     numbers = parse_frame_list(request.match_info["frames"])
     media, ts = negotiate_frames(
         parse_accept(request.headers.get("Accept")), rec.transfer_syntax_uid
@@ -161,7 +162,7 @@ async def frames(request: web.Request) -> web.StreamResponse:
 # -- bulkdata --------------------------------------------------------------------
 async def bulkdata(request: web.Request) -> web.StreamResponse:
     archive = request.app[ARCHIVE]
-    rec = (await archive.instances(*path_uids(request)))[0]
+    rec = (await archive.instances(*path_uids(request), sites=scope_sites(request)))[0]
     # the walker locating the value needs a file; the checksum is verified on the way
     path = await archive.spool(archive.stream_instance(rec))
     try:

@@ -1,0 +1,164 @@
+"""The one place access is decided: every request, from the permission its route
+declares (vna.web.Route) and the role of whoever is calling.
+
+Credentials, in order: ``Authorization: Bearer vna_...`` (an API key), any other
+bearer token (an OIDC JWT), then the session cookie set by ``POST /login``.
+Requests authenticated by the cookie that change state must prove they come from
+our own pages (CSRF): an ``X-CSRF-Token`` header equal to the session's token
+(double submit: the token is also in the ``vna_csrf`` cookie our scripts can
+read, and another site can neither read it nor set headers cross-origin), and an
+``Origin``, when sent, that is ours.  Bearer credentials are never sent by the
+browser on its own, so they need neither.
+
+Outside their sites, callers get 404, never 403: they learn nothing of what exists.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+
+from aiohttp import web
+
+from vna.auth.credentials import TokenVerifier, check_api_key, sha256_hex, split_api_key
+from vna.auth.roles import (
+    DEV,
+    PRINCIPAL,
+    SLIDE_PREFIXES,
+    Principal,
+    allowed,
+    effective_permission,
+    sites_of,
+)
+from vna.errors import Forbidden, NotFound, Unauthorized
+from vna.keys import INDEX, SETTINGS
+from vna.web import PUBLIC, Handler, error_body, route_permission
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "vna_session"
+CSRF_COOKIE = "vna_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+VERIFIER = web.AppKey("token_verifier", TokenVerifier)
+
+
+def route_path(request: web.Request) -> str:
+    """The matched route's pattern ('/dicom-web/studies/{study}'), or the path."""
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else request.path
+
+
+def same_origin(request: web.Request, origin: str) -> bool:
+    settings = request.app[SETTINGS]
+    ours = {f"{request.scheme}://{request.host}"}
+    if settings.public_url:
+        ours.add(settings.public_url.rstrip("/"))
+    return origin in ours or origin in settings.cors_origins
+
+
+async def session_principal(request: web.Request) -> Principal | None:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    index = request.app[INDEX]
+    session = await index.get_session(sha256_hex(cookie))
+    if session is None:
+        raise Unauthorized("session expired or signed out")
+    try:
+        user = await index.get_user(session.user_name)
+    except NotFound:
+        raise Unauthorized("session of a removed user") from None
+    if user.disabled:
+        raise Unauthorized("user disabled")
+    return Principal("user", user.name, user.role, sites_of(user.site), csrf=session.csrf)
+
+
+def check_csrf(request: web.Request, principal: Principal, token: str | None = None) -> None:
+    """For a cookie-authenticated request that changes state."""
+    origin = request.headers.get("Origin")
+    if origin and origin != "null" and not same_origin(request, origin):
+        raise Forbidden(f"cross-origin request from {origin} refused")
+    if origin == "null":
+        raise Forbidden("request from an opaque origin refused")
+    sent = token if token is not None else request.headers.get(CSRF_HEADER, "")
+    if not sent or not hmac.compare_digest(sent, principal.csrf):
+        raise Forbidden(f"missing or wrong {CSRF_HEADER}")
+
+
+async def authenticate(request: web.Request) -> Principal:
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if auth:
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("only Bearer credentials are accepted")
+        token = token.strip()
+        if split_api_key(token):
+            return await check_api_key(request.app[INDEX], token)
+        verifier = request.app.get(VERIFIER)
+        if verifier is None:
+            raise Unauthorized("bearer tokens are not configured (no OIDC issuer)")
+        return await verifier.principal(token)
+    principal = await session_principal(request)
+    if principal is None:
+        raise Unauthorized("authentication required")
+    if request.method not in SAFE_METHODS:
+        check_csrf(request, principal)
+    return principal
+
+
+def unauthorized(message: str) -> web.Response:
+    resp = error_body(401, message)
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="vna"'
+    return resp
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    path = route_path(request)
+    permission = effective_permission(route_permission(request), path)
+    if permission == PUBLIC:
+        return await handler(request)
+    if request.app[SETTINGS].dev:
+        request[PRINCIPAL] = DEV
+        return await handler(request)
+    try:
+        principal = await authenticate(request)
+    except Unauthorized as exc:
+        return unauthorized(exc.message)
+    request[PRINCIPAL] = principal
+    if not allowed(principal, permission):
+        raise Forbidden(f"the {principal.role} role may not do this ({permission})")
+    if principal.sites is not None:
+        await _check_slide_site(request, principal.sites)
+    response = await handler(request)
+    if principal.sites is not None and path == "/slides" and request.method == "GET":
+        await _filter_slide_list(request, response, principal.sites)
+    return response
+
+
+async def _check_slide_site(request: web.Request, sites: tuple[str, ...]) -> None:
+    # the slide routes (vna.slides) name the slide {id}
+    slide_id = request.match_info.get("id")
+    if not slide_id or not route_path(request).startswith(SLIDE_PREFIXES):
+        return
+    try:
+        rec = await request.app[INDEX].get_slide(slide_id)
+    except NotFound:
+        return  # the handler answers 404 itself
+    if rec.site not in sites:
+        raise NotFound(f"no such slide: {slide_id}")
+
+
+async def _filter_slide_list(
+    request: web.Request, response: web.StreamResponse, sites: tuple[str, ...]
+) -> None:
+    """GET /slides lists every slide; keep only those of the caller's sites.
+    (The slide service could pass scope_sites(request) to list_slides instead.)"""
+    if not isinstance(response, web.Response) or response.status != 200 or not response.body:
+        return
+    visible = {r.id for r in await request.app[INDEX].list_slides(list(sites))}
+    items = json.loads(bytes(response.body))
+    response.text = json.dumps([i for i in items if i.get("id") in visible])

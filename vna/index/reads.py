@@ -7,6 +7,7 @@ values are returned exactly as stored.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -137,7 +138,7 @@ def find_sync(conn: Conn, query: Query) -> FindResult:
     if not compiled.post:
         sql += " LIMIT ? OFFSET ?"
         params += [query.limit if query.limit is not None else -1, query.offset]
-    builder = _Builder(conn, query, compiled)
+    builder = _Builder(query, compiled)
     warnings = list(compiled.warnings)
     items: list[dict[str, Any]] = []
     skipped = scanned = 0
@@ -218,6 +219,7 @@ class _Row:
         return int(self.conn.execute(sql, (self.row["patient_pk"],)).fetchone()[0])
 
 
+@functools.cache
 def _kept_at(keyword: str, level: Level) -> bool:
     """Is the attribute kept in the level rows (so absence there means absent)?"""
     rank = LEVEL_RANK[level]
@@ -225,7 +227,7 @@ def _kept_at(keyword: str, level: Level) -> bool:
 
 
 class _Builder:
-    def __init__(self, conn: Conn, query: Query, compiled: Compiled) -> None:
+    def __init__(self, query: Query, compiled: Compiled) -> None:
         self.query = query
         self.keywords = returned_keywords(query, compiled)
 

@@ -40,6 +40,12 @@ HOSTILE_NAME = "<b>Bold</b>^<script>alert(1)</script><i>x</i>"  # no '=': PN gro
 HOSTILE_ID = "<script>alert(1)</script>"
 HOSTILE_SLIDE = "<img src=x onerror=alert(1)> biopsy"
 SLIDE_BUILD_TIMEOUT = 180.0
+CASE = {
+    "PatientName": "Slide^Sally",
+    "PatientID": "PATH-042",
+    "AccessionNumber": "S26-0042",
+    "ContainerIdentifier": "S26-0042-A1",
+}
 
 
 def require_browser() -> None:
@@ -85,7 +91,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     mp = pytest.MonkeyPatch()
     mp.setattr(fixtures_server, "create_app", app_with_slides)
     try:
-        yield from start_server(make_settings(tmp_path_factory.mktemp("vna") / "data"))
+        # a DICOM WSI series becomes a slide once nothing was added for a second
+        settings = make_settings(tmp_path_factory.mktemp("vna") / "data", slide_quiet_seconds=1.0)
+        yield from start_server(settings)
     finally:
         mp.undo()
 
@@ -107,7 +115,19 @@ def hostile_study(directory: Path) -> tuple[str, list[Path]]:
     return study[0].StudyInstanceUID, out
 
 
-def build_slide(server: LiveServer, svs: Path) -> dict:
+def wait_ready(server: LiveServer, find) -> dict:  # type: ignore[no-untyped-def]
+    """Poll GET /slides until find(list) returns a slide that is ready (or failed)."""
+    deadline = time.monotonic() + SLIDE_BUILD_TIMEOUT
+    while time.monotonic() < deadline:
+        doc = find(requests.get(f"{server.url}/slides", timeout=30).json())
+        if doc and doc["status"] in ("ready", "failed"):
+            assert doc["status"] == "ready", doc.get("reason")
+            return requests.get(f"{server.url}/slides/{doc['id']}", timeout=30).json()
+        time.sleep(0.5)
+    raise AssertionError(f"no slide built in {SLIDE_BUILD_TIMEOUT} s")
+
+
+def upload_slide(server: LiveServer, svs: Path) -> dict:
     with svs.open("rb") as f:
         r = requests.post(
             f"{server.url}/slides",
@@ -117,14 +137,26 @@ def build_slide(server: LiveServer, svs: Path) -> dict:
         )
     assert r.status_code in (200, 201, 202), r.text
     slide_id = r.json()["id"]
-    deadline = time.monotonic() + SLIDE_BUILD_TIMEOUT
-    while time.monotonic() < deadline:
-        doc = requests.get(f"{server.url}/slides/{slide_id}", timeout=30).json()
-        if doc["status"] in ("ready", "failed"):
-            assert doc["status"] == "ready", doc.get("reason")
-            return doc
-        time.sleep(0.5)
-    raise AssertionError(f"slide {slide_id} not built in {SLIDE_BUILD_TIMEOUT} s")
+    return wait_ready(server, lambda docs: next((d for d in docs if d["id"] == slide_id), None))
+
+
+def dicom_wsi_slide(server: LiveServer, svs: Path, directory: Path) -> tuple[str, dict]:
+    """The same slide as DICOM WSI with a case (patient, accession, specimen), stored
+    like any instances: vna turns the series into a slide once it has been quiet."""
+    from vna.testdata import slides as ts
+
+    paths = []
+    for src in sorted(ts.make_dicom_wsi(ts.default_cache_dir(), svs).iterdir()):
+        ds = pydicom.dcmread(src)
+        for keyword, value in CASE.items():
+            setattr(ds, keyword, value)
+        paths.append(td.write(ds, directory / src.name))
+    first = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    series = first.SeriesInstanceUID
+    store(server, paths)
+    return first.StudyInstanceUID, wait_ready(
+        server, lambda docs: next((d for d in docs if d.get("series_instance_uid") == series), None)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -135,12 +167,15 @@ def data(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
     store(server, demo)  # consumes the files
     hostile_uid, hostile = hostile_study(tmp / "hostile")
     store(server, hostile)
-    out = {"demo_uid": demo_uid, "hostile_uid": hostile_uid, "svs": None, "slide": None}
+    out = {"demo_uid": demo_uid, "hostile_uid": hostile_uid, "svs": None, "slides": {}}
     if slide_service() is not None:
         from vna.testdata import slides as ts
 
         out["svs"] = ts.make_svs(ts.default_cache_dir())
-        out["slide"] = build_slide(server, out["svs"])
+        uploaded = upload_slide(server, out["svs"])
+        out["wsi_study"], wsi = dicom_wsi_slide(server, out["svs"], tmp / "wsi")
+        out["slides"] = {uploaded["id"]: uploaded, wsi["id"]: wsi}
+        out["uploaded"], out["wsi"] = uploaded["id"], wsi["id"]
     return out
 
 
@@ -215,21 +250,26 @@ def test_static_files_stay_inside_static_dir(server: LiveServer) -> None:
 def test_index_lists_and_searches(report: dict, data: dict) -> None:
     index = section(report, "index")
     demo = demo_uid(data)
+    wsi_study = [data["wsi_study"]] if data["slides"] else []
     listed = {s["uid"]: s for s in index["all"]["studies"]}
-    assert set(listed) == {demo, data["hostile_uid"]}
+    assert set(listed) == {demo, data["hostile_uid"], *wsi_study}
     assert "'self'" in index["headers"]["csp"] and index["headers"]["nosniff"] == "nosniff"
     s = index["searches"]
+    assert index["subject"] == demo  # the biggest study
     assert s["byPatientId"]["query"] == "DEMO-001" and s["byPatientId"]["studies"] == [demo]
     assert s["byPatientName"]["studies"] == [demo]  # 'demo' matches 'Demo^Patient'
     assert s["noMatch"]["studies"] == [] and s["noMatch"]["slides"] == []
     assert s["modalityMR"]["studies"] == [demo]  # the hostile study is CT only
-    assert s["modalitySM"]["studies"] == []
+    assert s["modalitySM"]["studies"] == wsi_study
     assert demo in s["dateIncludes"]["studies"] and s["dateExcludes"]["studies"] == []
     assert s["reloaded"] == [demo]  # a search is a bookmarkable address
-    if data["slide"]:
-        assert [x["id"] for x in index["all"]["slides"]] == [data["slide"]["id"]]
-        assert s["modalitySM"]["slides"] == [data["slide"]["id"]]
-        assert s["modalityMR"]["slides"] == []
+    if data["slides"]:
+        assert {x["id"] for x in index["all"]["slides"]} == set(data["slides"])
+        assert set(s["modalitySM"]["slides"]) == set(data["slides"])
+        assert s["modalityMR"]["slides"] == [] and s["byPatientId"]["slides"] == []
+        assert s["bySlidePatient"]["query"] == CASE["PatientID"]
+        assert s["bySlidePatient"]["slides"] == [data["wsi"]]
+        assert s["bySlidePatient"]["studies"] == wsi_study
 
 
 def test_untrusted_text_is_shown_as_text(report: dict, data: dict) -> None:
@@ -238,16 +278,17 @@ def test_untrusted_text_is_shown_as_text(report: dict, data: dict) -> None:
     assert row["patient"] == "<b>Bold</b>, <script>alert(1)</script><i>x</i>"
     assert HOSTILE_ID in row["cells"]
     assert index["all"]["injected"] == 0
-    if data["slide"]:
-        assert HOSTILE_SLIDE in index["all"]["slides"][0]["text"]
-        assert section(report, "slide")["side"]["title"] == HOSTILE_SLIDE
+    if data["slides"]:
+        card = next(c for c in index["all"]["slides"] if c["id"] == data["uploaded"])
+        assert HOSTILE_SLIDE in card["text"]
+        assert section(report, "slide")["panels"][data["uploaded"]]["title"] == HOSTILE_SLIDE
 
 
 # -- the slide viewer ------------------------------------------------------------------------
 
 
 def need_slide(data: dict) -> None:
-    if data["slide"] is None:
+    if not data["slides"]:
         pytest.xfail("vna.slides.service (POST /slides) does not exist yet")
 
 
@@ -255,7 +296,7 @@ def test_slide_viewer_navigation(report: dict, data: dict) -> None:
     need_slide(data)
     slide = section(report, "slide")
     assert slide["state"] == "ready", slide.get("status")
-    assert urlparse(slide["url"]).path == f"/slides/{data['slide']['id']}/view"
+    assert urlparse(slide["url"]).path == f"/slides/{opened(report)}/view"
     home, keys, wheel, minus = (
         slide["home"],
         slide["afterKeys"],
@@ -276,6 +317,30 @@ def test_slide_viewer_navigation(report: dict, data: dict) -> None:
     assert slide["fullscreen"] == "viewer-wrap" and slide["fullscreenExited"]
 
 
+def opened(report: dict) -> str:
+    """The slide the driver opened from the list for the navigation checks."""
+    return section(report, "slide")["side"]["slide"]["id"]
+
+
+def test_slide_case_and_images(report: dict, data: dict) -> None:
+    need_slide(data)
+    panels = section(report, "slide")["panels"]
+    assert set(panels) == set(data["slides"])
+    wsi = panels[data["wsi"]]
+    assert wsi["case"] == {
+        "Patient": "Slide, Sally",
+        "Patient ID": CASE["PatientID"],
+        "Accession": CASE["AccessionNumber"],
+        "Specimen": CASE["ContainerIdentifier"],
+        "Study": data["wsi_study"],
+    }
+    assert wsi["caseLinks"] == [f"/studies/{data['wsi_study']}/view"]
+    assert panels[data["uploaded"]]["case"] == {}  # an uploaded SVS has no case
+    for panel in panels.values():
+        kinds = {a["kind"]: a["loaded"] for a in panel["associated"]}
+        assert kinds == {"thumbnail": True, "label": True, "macro": True}, panel["associated"]
+
+
 def hash_state(h: str) -> dict[str, float]:
     return {k: float(v) for k, v in (kv.split("=") for kv in h.lstrip("#").split("&"))}
 
@@ -283,7 +348,8 @@ def hash_state(h: str) -> dict[str, float]:
 def test_slide_overlays(report: dict, data: dict) -> None:
     need_slide(data)
     slide = section(report, "slide")
-    mpp = float(data["slide"]["mpp"])
+    doc = data["slides"][opened(report)]
+    mpp = float(doc["mpp"])
     assert mpp == pytest.approx(0.25)  # make_svs writes MPP = 0.25, AppMag = 40
     for view in [slide["home"], slide["afterKeys"], *(r["state"] for r in slide["regions"])]:
         m = re.fullmatch(r"([\d.]+) (µm|mm)", view["scalebar"])
@@ -301,8 +367,8 @@ def test_slide_overlays(report: dict, data: dict) -> None:
     assert all(a["loaded"] for a in side["associated"]), side["associated"]
     assert side["navigator"]
     props = dict(side["properties"])
-    assert props["Size"] == f"{data['slide']['width']} × {data['slide']['height']} px"
-    assert props["Objective"] == "40×"
+    assert props["Size"] == f"{doc['width']} × {doc['height']} px"
+    assert props["Objective"].startswith("40×")  # stated (SVS) or 10 µm / mpp (DICOM)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -343,11 +409,32 @@ def best_match(
     return best
 
 
-def test_slide_screenshot_matches_source(report: dict, data: dict) -> None:
+def test_bookmarked_view_is_restored(report: dict, data: dict) -> None:
     need_slide(data)
-    slide = section(report, "slide")
-    assert len(slide["regions"]) == 2
-    for region in slide["regions"]:
+    for region in section(report, "slide")["regions"]:
+        want, state = region["want"], region["state"]
+        assert state["center"] == pytest.approx([want["x"], want["y"]], abs=1.0)
+        assert state["zoom"] == pytest.approx(want["z"], rel=1e-3)
+        assert hash_state(state["hash"]) == {"x": want["x"], "y": want["y"], "z": want["z"]}
+
+
+# The DICOM WSI made by wsidicomizer from the synthetic SVS says YBR_FULL_422 but its
+# JPEG frames carry an Adobe APP14 marker with transform 0 (RGB), which the tiler's
+# DICOM source passes through: browsers then skip the YCbCr->RGB conversion.
+WSI_COLOURS = pytest.mark.xfail(
+    strict=True,
+    reason="DICOM WSI tiles decode with wrong colours: frames carry Adobe APP14 transform=0 "
+    "while PhotometricInterpretation is YBR_FULL_422 (tiler/sources/dicom_source.py raw_tile)",
+)
+
+
+@pytest.mark.parametrize("which", ["uploaded", pytest.param("wsi", marks=WSI_COLOURS)])
+def test_slide_screenshot_matches_source(report: dict, data: dict, which: str) -> None:
+    """Both slides come from the same SVS, so both must look like OpenSlide's reading of it."""
+    need_slide(data)
+    regions = section(report, "slide")["panels"][data[which]]["regions"]
+    assert len(regions) == 2
+    for region in regions:
         want, state = region["want"], region["state"]
         z = want["z"]
         # the view comes back from the address alone (a bookmark / shared link)

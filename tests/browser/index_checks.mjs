@@ -17,6 +17,7 @@ async function listed(page) {
       id: card.dataset.slide,
       status: card.dataset.status,
       text: card.textContent,
+      caseLine: card.querySelector('.case')?.textContent || '',
       href: card.querySelector('a.slide-name')?.getAttribute('href') || null,
     })),
     status: document.getElementById('status').textContent,
@@ -68,6 +69,12 @@ export async function checkIndex({page, base, outDir}) {
   if (date) {
     s.dateIncludes = {date, ...(await search(page, {'q-from': date, 'q-to': date}))};
     s.dateExcludes = await search(page, {'q-from': '1990-01-01', 'q-to': '1990-12-31'});
+  }
+  // a slide's patient (from the card's case line) finds its slide, and its study if any
+  const withCase = all.slides.find((x) => x.caseLine);
+  if (withCase) {
+    const query = withCase.caseLine.split(' · ').pop();
+    s.bySlidePatient = {query, ...(await search(page, {'q-patient': query}))};
   }
   // the search is in the address: reloading it gives the same list
   await page.goto(s.byPatientId.url);

@@ -69,7 +69,8 @@ async function openFromList(page, base) {
 async function sidePanel(page) {
   return page.evaluate(() => ({
     title: document.getElementById('title').textContent,
-    case: document.getElementById('case').textContent,
+    case: Object.fromEntries([...document.querySelectorAll('#case dt')].map((dt) => [dt.textContent, dt.nextElementSibling.textContent])),
+    caseLinks: [...document.querySelectorAll('#case a')].map((a) => a.getAttribute('href')),
     associated: [...document.querySelectorAll('#associated img')].map((img) => ({
       kind: img.dataset.kind, loaded: img.complete && img.naturalWidth > 0, width: img.naturalWidth})),
     properties: [...document.querySelectorAll('#props tr')].map((tr) => [tr.cells[0].textContent, tr.cells[1].textContent]),
@@ -126,6 +127,41 @@ async function fullscreen(page, out) {
   out.fullscreenExited = await page.evaluate(() => !document.fullscreenElement);
 }
 
+/** Open views from the URL alone (a bookmark), at 1:1 and at 1:2, and photograph them. */
+async function bookmarkedRegions(page, base, outDir, slide, tag) {
+  const path = `/slides/${encodeURIComponent(slide.id)}/view`;
+  const regions = [];
+  for (const [fx, fy, z] of [[0.25, 0.3, 1], [0.18, 0.45, 0.5]]) { // where the synthetic slide has tissue
+    const want = {x: Math.round(slide.width * fx), y: Math.round(slide.height * fy), z};
+    await page.goto('about:blank'); // a fresh load, not a same-document hash change
+    await page.goto(`${base}${path}#x=${want.x}&y=${want.y}&z=${want.z}`);
+    await page.waitForFunction(() => document.body.dataset.state === 'ready');
+    await settled(page);
+    const state = await viewState(page);
+    regions.push({want, state, ...(await regionShot(page, outDir, `region-${tag}-z${z}`))});
+  }
+  return regions;
+}
+
+/** The side panel of every slide in the list, each opened in turn, and its views. */
+async function everySlide(page, base, outDir) {
+  await page.goto(`${base}/`);
+  await waitReady(page);
+  const hrefs = await page.$$eval('#slides a.slide-name', (links) => links.map((a) => a.getAttribute('href')));
+  const panels = {};
+  for (const href of hrefs) {
+    await page.goto(`${base}${href}`);
+    await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.state));
+    await page.waitForFunction(() => [...document.querySelectorAll('#associated img')].every((i) => i.complete));
+    const panel = await sidePanel(page);
+    const n = Object.keys(panels).length + 1;
+    await page.screenshot({path: join(outDir, `slide-panel-${n}.png`)});
+    const regions = await bookmarkedRegions(page, base, outDir, panel.slide, `slide${n}`);
+    panels[panel.slide.id] = {...panel, slide: undefined, href, regions};
+  }
+  return panels;
+}
+
 export async function checkSlide({page, base, outDir, report}) {
   if (!(await openFromList(page, base))) return {skipped: 'no ready slide listed'};
   const out = {url: page.url(), outDir};
@@ -140,22 +176,11 @@ export async function checkSlide({page, base, outDir, report}) {
   await page.screenshot({path: join(outDir, 'slide-home.png')});
   await keyboardAndWheel(page, report, out);
   await page.screenshot({path: join(outDir, 'slide-zoomed.png')});
-  // a bookmark: open the view from the URL alone, at 1:1 and at 1:2, and photograph it
-  const slide = out.side.slide;
-  const path = new URL(page.url()).pathname;
-  out.regions = [];
-  for (const [fx, fy, z] of [[0.25, 0.3, 1], [0.18, 0.45, 0.5]]) {  // where the synthetic slide has tissue
-    const want = {x: Math.round(slide.width * fx), y: Math.round(slide.height * fy), z};
-    await page.goto('about:blank'); // a fresh load, not a same-document hash change
-    await page.goto(`${base}${path}#x=${want.x}&y=${want.y}&z=${want.z}`);
-    await page.waitForFunction(() => document.body.dataset.state === 'ready');
-    await settled(page);
-    const state = await viewState(page);
-    out.regions.push({want, state, ...(await regionShot(page, outDir, `region-z${z}`))});
-  }
+  out.regions = await bookmarkedRegions(page, base, outDir, out.side.slide, 'main');
   await page.screenshot({path: join(outDir, 'slide-bookmark.png')});
   await ruler(page, out);
   await fullscreen(page, out);
   delete out.outDir;
+  out.panels = await everySlide(page, base, outDir);
   return out;
 }

@@ -254,6 +254,7 @@ def test_index_lists_and_searches(report: dict, data: dict) -> None:
     listed = {s["uid"]: s for s in index["all"]["studies"]}
     assert set(listed) == {demo, data["hostile_uid"], *wsi_study}
     assert "'self'" in index["headers"]["csp"] and index["headers"]["nosniff"] == "nosniff"
+    assert index["brokenImages"] == []  # every study and slide thumbnail loaded
     s = index["searches"]
     assert index["subject"] == demo  # the biggest study
     assert s["byPatientId"]["query"] == "DEMO-001" and s["byPatientId"]["studies"] == [demo]

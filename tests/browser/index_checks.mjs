@@ -48,6 +48,8 @@ export async function checkIndex({page, base, outDir}) {
   await waitReady(page);
   const headers = resp.headers();
   const all = await listed(page);
+  await page.waitForFunction(() => [...document.images].every((img) => img.complete));
+  out.brokenImages = await page.$$eval('img', (imgs) => imgs.filter((i) => !i.naturalWidth).map((i) => i.src));
   await page.screenshot({path: join(outDir, 'index.png'), fullPage: true});
   const out = {all, headers: {csp: headers['content-security-policy'], nosniff: headers['x-content-type-options'],
     referrer: headers['referrer-policy']}, searches: {}};

@@ -42,6 +42,11 @@ export class HttpError extends Error {
 /** GET url and parse JSON; throws HttpError with the server's message on failure. */
 export async function getJSON(url, accept = 'application/json') {
   const resp = await fetch(url, {headers: {Accept: accept}});
+  if (resp.status === 401) {
+    // not signed in (or the session expired): the login form comes back to '/'
+    location.assign('/login');
+    throw new HttpError(401, 'Sign in to see this.');
+  }
   if (!resp.ok) {
     let message = `${resp.status} ${resp.statusText}`;
     try {

@@ -2,7 +2,7 @@
 // GET /slides (filtered here, the slide list being small).  The search lives in
 // the query string, so a search can be bookmarked like a viewer position.
 import {
-  DICOMWEB, el, fill, formatDate, getJSON, qido, showError, tagValue, tagValues,
+  DICOMWEB, el, fill, formatDate, getJSON, personName, qido, showError, tagValue, tagValues,
 } from './common.js';
 import {slideList, slideField, slideDate} from './slides.js';
 
@@ -95,7 +95,8 @@ function slideCard(s) {
   const id = String(s.id);
   const ready = s.status === 'ready';
   const href = `/slides/${encodeURIComponent(id)}/view`;
-  const caseLine = [slideField(s, 'patient_name'), slideField(s, 'patient_id')].filter(Boolean).join(' · ');
+  const name = slideField(s, 'patient_name');
+  const caseLine = [name && personName(name), slideField(s, 'patient_id')].filter(Boolean).join(' · ');
   const meta = [slideField(s, 'accession_number') && `Acc. ${slideField(s, 'accession_number')}`,
     slideField(s, 'specimen') && `Specimen ${slideField(s, 'specimen')}`].filter(Boolean).join(' · ');
   const size = s.width && s.height ? `${s.width} × ${s.height} px` : '';

@@ -35,8 +35,6 @@ PERMISSION_ROLES: dict[str, frozenset[str]] = {
 }
 SLIDE_PREFIXES = ("/slides", "/iiif/")
 
-PRINCIPAL = "vna.principal"  # request key
-
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -53,6 +51,7 @@ class Principal:
 
 
 DEV = Principal("dev", "dev", ADMIN_ROLE)
+PRINCIPAL = web.RequestKey("principal", Principal)  # set by the auth middleware
 
 
 def check_role(role: str) -> str:

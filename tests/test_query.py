@@ -14,7 +14,6 @@ from vna.errors import BadRequest
 from vna.index import attrs
 from vna.index.base import Query
 from vna.index.query import (
-    Match,
     compile_query,
     glob_pattern,
     like_pattern,
@@ -199,7 +198,3 @@ def test_fuzzy_keys_strip_accents_and_case() -> None:
     assert attrs.fuzzy_key("MÜLLER") == "muller"
     assert attrs.name_tokens("Núñez García^José María") == ["nunez", "garcia", "jose", "maria"]
     assert attrs.name_tokens("山田^太郎") == ["山田", "太郎"]
-
-
-def test_match_dataclass_defaults() -> None:
-    assert Match("any").items == [] and Match("any").ranges == []

@@ -15,7 +15,6 @@ from vna.index import attrs
 from vna.index.attrs import COMPUTED, LEVEL_KEYS, LEVEL_RANK, LEVELS, tag_hex
 from vna.index.base import FindResult, InstanceRecord, Level, Query
 from vna.index.query import Compiled, compile_query, key_sql, matches, returned_keywords
-from vna.index.writes import frames_from_json
 
 Conn = Any
 # Rows a Python post-filter may examine before giving up (with a warning), so an
@@ -26,6 +25,12 @@ _RECORD_SQL = (
     "SELECT i.*, se.series_uid, s.study_uid FROM instances i "
     "JOIN series se ON se.pk = i.series_pk JOIN studies s ON s.pk = i.study_pk "
 )
+
+
+def frames_from_json(text: str | None) -> list[list[tuple[int, int]]] | None:
+    if text is None:
+        return None
+    return [[(int(o), int(n)) for o, n in frame] for frame in json.loads(text)]
 
 
 def record_from_row(row: Any) -> InstanceRecord:

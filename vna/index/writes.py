@@ -7,7 +7,6 @@ portable (ON CONFLICT, RETURNING work on SQLite >= 3.35 and PostgreSQL).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from vna.index import attrs
@@ -275,9 +274,3 @@ def _recount_patient(conn: Conn, patient_pk: int) -> None:
 def clear_all(conn: Conn) -> None:
     for table in ("instances", "name_tokens", "series", "studies", "patients"):
         conn.execute(f"DELETE FROM {table}")
-
-
-def frames_from_json(text: str | None) -> list[list[tuple[int, int]]] | None:
-    if text is None:
-        return None
-    return [[(int(o), int(n)) for o, n in frame] for frame in json.loads(text)]

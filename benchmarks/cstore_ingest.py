@@ -9,7 +9,9 @@ over one association, then by 8 concurrent ``storescu`` processes, to:
   archive + ``DimseService`` in a subprocess of this script (same code path);
 - Orthanc (Debian's ``orthanc`` package), with its own temporary config;
 - the ceiling: a pynetdicom SCP that discards what it receives (same pynetdicom
-  configuration as vna: TCP_NODELAY, chunked receive to a temp file).
+  configuration as vna: TCP_NODELAY, chunked receive to a temp file);
+- and, without any network, ``Archive.store_file`` called by 1 / 8 concurrent
+  callers: the archive's own bound under vna's DIMSE numbers.
 
 Every target starts fresh (empty storage) for each run; a run counts only if
 every storescu exits 0 and (vna, Orthanc) every instance is on disk afterwards.
@@ -264,14 +266,14 @@ def send(target: Target, chunks: list[list[Path]]) -> float:
         cmd = ["storescu", "-aec", target.ae, "127.0.0.1", str(target.port), *map(str, chunk)]
         procs.append(
             subprocess.Popen(
-                cmd, env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                cmd, env=dcmtk_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
         )
-    errors = [p.communicate()[1] for p in procs]
+    errors = [p.communicate()[0] for p in procs]
     elapsed = time.perf_counter() - t0
     failed = [e for p, e in zip(procs, errors, strict=True) if p.returncode != 0]
     if failed:
-        raise RuntimeError(f"storescu failed: {failed[0][-500:]!r}")
+        raise RuntimeError(f"storescu to {target.name} failed: {failed[0][-1500:].decode()}")
     return elapsed
 
 
@@ -279,17 +281,46 @@ def split(files: list[Path], n: int) -> list[list[Path]]:
     return [files[i::n] for i in range(n)]
 
 
+def archive_only(files: list[Path], procs: int, data: Path) -> float:
+    """No DIMSE: ``Archive.store_file`` from ``procs`` concurrent sequential callers
+    (as ``procs`` associations would call it) -- the bound under the DIMSE numbers."""
+    from vna.archive.runtime import open_archive
+    from vna.settings import Settings
+
+    async def main() -> float:
+        async with open_archive(Settings(data=str(data))) as archive:
+            spooled = []
+            for f in files:  # copies: store_file consumes its input
+                spooled.append(archive.spool_path())
+                shutil.copyfile(f, spooled[-1])
+
+            async def caller(chunk: list[str]) -> None:
+                for path in chunk:
+                    result = await archive.store_file(path)
+                    if not result.ok:
+                        raise RuntimeError(str(result.error))
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(caller(spooled[i::procs]) for i in range(procs)))
+            return time.perf_counter() - t0
+
+    return asyncio.run(main())
+
+
 def measure(name: str, files: list[Path], procs: int, runs: int, work: Path) -> list[float]:
     times = []
     for run in range(runs):
         run_dir = work / f"{name}-{procs}-{run}"
         run_dir.mkdir()
-        with TARGETS[name](run_dir) as target:
-            elapsed = send(target, split(files, procs))
-            if target.stored is not None:
-                stored = target.stored()
-                if stored != len(files):
-                    raise RuntimeError(f"{name}: {stored} of {len(files)} instances on disk")
+        if name == "archive":
+            elapsed = archive_only(files, procs, run_dir / "data")
+        else:
+            with TARGETS[name](run_dir) as target:
+                elapsed = send(target, split(files, procs))
+                if target.stored is not None:
+                    stored = target.stored()
+                    if stored != len(files):
+                        raise RuntimeError(f"{name}: {stored} of {len(files)} instances on disk")
         times.append(elapsed)
         print(
             f"  {name:8s} {procs} assoc run {run + 1}: {len(files) / elapsed:7.1f} inst/s",
@@ -305,7 +336,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="rows = columns of each CT")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--procs", type=int, default=8, help="concurrent storescu processes")
-    ap.add_argument("--targets", default="vna,orthanc,sink")
+    ap.add_argument(
+        "--targets",
+        default="vna,orthanc,sink,archive",
+        help="vna, orthanc, sink (discarding pynetdicom SCP), archive (store_file, no DIMSE)",
+    )
     ap.add_argument("--serve-vna", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--serve-sink", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -335,7 +370,7 @@ def report(
     results: dict[tuple[str, int], float], n: int, mb: float, names: list[str], procs: int
 ) -> None:
     print()
-    print("| target | associations | instances/s | MB/s | vs Orthanc |")
+    print("| target | associations (callers) | instances/s | MB/s | vs Orthanc |")
     print("|---|---|---|---|---|")
     for p in (1, procs):
         base = results.get(("orthanc", p))

@@ -16,7 +16,8 @@ from vna.keys import ARCHIVE
 
 DICOM_JSON = "application/dicom+json"
 RESERVED = {"limit", "offset", "fuzzymatching", "includefield", "orderby"}
-MAX_LIMIT = 10_000
+MAX_LIMIT = 10_000  # asked for explicitly
+DEFAULT_LIMIT = 1_000  # when no limit is given: a page a viewer can use, not a table scan
 
 
 def keyword_of(key: str) -> str:
@@ -75,7 +76,7 @@ def parse_query(level: Level, params: MultiMapping[str], path: dict[str, str]) -
         raise BadRequest("fuzzymatching must be true or false")
     query.fuzzy = fuzzy == "true"
     limit = _int_param(params, "limit", None)
-    query.limit = min(limit, MAX_LIMIT) if limit is not None else MAX_LIMIT
+    query.limit = min(limit, MAX_LIMIT) if limit is not None else DEFAULT_LIMIT
     query.offset = _int_param(params, "offset", 0) or 0
     return query
 

@@ -398,7 +398,7 @@ def static_tiles(
 ) -> Path:
     """Every tile of the lists, fetched from vna once, in one file + a JSON index."""
     url = dzi_url(slide.vna_id, slide.width, slide.height)
-    wanted = sorted({url(*t) for ts in lists.values() for t in ts})
+    wanted = sorted({url(0, 0, 0)} | {url(*t) for ts in lists.values() for t in ts})  # + the probe
     path = work / "static.bin"
     index, pos = {}, 0
     with requests.Session() as http, open(path, "wb") as f:

@@ -84,6 +84,7 @@ def test_record_after_build(ready):
     assert rec["tile_size"] == 256 and rec["levels"] >= 4
     assert rec["mpp"] == pytest.approx(0.25)
     assert rec["build_id"] and rec["progress"] == 1.0
+    assert set(rec["associated"]) == {"thumbnail", "label", "macro"}
     listed = requests.get(f"{server.url}/slides", timeout=30).json()
     assert [s["id"] for s in listed] == [rec["id"]]
 
@@ -401,9 +402,16 @@ def test_dicom_wsi_series_becomes_a_slide(vna_server):
     assert psnr(got, want) >= 35
     listed = _vna(vna_server, "slides", "list")
     assert slide_id in listed.stdout and "ready" in listed.stdout
+    tile = f"{vna_server.url}/slides/{slide_id}_files/11/1_1.jpeg"
+    assert requests.get(tile, timeout=30).status_code == 200  # the server now has it open
     removed = _vna(vna_server, "slides", "rm", slide_id)
     assert removed.returncode == 0
     assert requests.get(f"{vna_server.url}/slides/{slide_id}", timeout=30).status_code == 404
+    # deleted by another process: the server's open pyramid is revalidated, then dropped
+    deadline = time.monotonic() + 60
+    while requests.get(tile, timeout=30).status_code != 404:
+        assert time.monotonic() < deadline, "a deleted slide is still served"
+        time.sleep(1)
 
 
 def test_quiet_wsi_series_is_built_automatically(tmp_path):

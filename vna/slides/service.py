@@ -69,13 +69,27 @@ class SlideService:
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.running: dict[str, asyncio.Task] = {}
         self._cancelled: set[str] = set()  # builds stopped by DELETE (not shutdown)
+        self._opening: dict[str, asyncio.Future] = {}
+        self._refreshing: set[str] = set()
+        self._tasks: set[asyncio.Future] = set()
         self._settled_series: set[str] = set()
 
     # -- the hot path's slide lookup ---------------------------------------------------
     async def pyramid(self, slide_id: str) -> OpenPyramid:
+        """The open pyramid of a ready slide; stale-while-revalidate after PYRAMID_TTL."""
         pyr = self.tiles.cache.get(("pyr", slide_id))
-        if pyr is not None and time.monotonic() - pyr.opened_at < PYRAMID_TTL:
+        if pyr is not None:
+            if time.monotonic() - pyr.opened_at >= PYRAMID_TTL and slide_id not in self._refreshing:
+                self._refreshing.add(slide_id)
+                self._background(self._revalidate(pyr))
             return pyr
+        fut = self._opening.get(slide_id)
+        if fut is None:  # concurrent first requests share one open
+            fut = self._opening[slide_id] = asyncio.ensure_future(self._open(slide_id))
+            fut.add_done_callback(lambda _: self._opening.pop(slide_id, None))
+        return await asyncio.shield(fut)
+
+    async def _open(self, slide_id: str) -> OpenPyramid:
         rec = await self.index.get_slide(slide_id)
         if rec.status in (SlideStatus.QUEUED, SlideStatus.BUILDING):
             raise SlideNotReady(rec, self.manager.progress.get(rec.id, rec.progress))
@@ -84,6 +98,26 @@ class SlideService:
         pyr = await self.tiles.reader.open(rec)
         self.tiles.cache.put(("pyr", slide_id), pyr, PYRAMID_COST)
         return pyr
+
+    async def _revalidate(self, pyr: OpenPyramid) -> None:
+        """Another process may have deleted or rebuilt the slide: re-read its record."""
+        try:
+            rec = await self.index.get_slide(pyr.slide_id)
+            if rec.status is SlideStatus.READY and rec.build_id == pyr.build_id:
+                pyr.opened_at = time.monotonic()
+            else:
+                self.forget(pyr.slide_id)
+        except NotFound:
+            self.forget(pyr.slide_id)
+        except VnaError as exc:
+            log.warning("cannot revalidate slide %s: %s", pyr.slide_id, exc.message)
+        finally:
+            self._refreshing.discard(pyr.slide_id)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)  # a reference, so the task is not collected mid-way
+        task.add_done_callback(self._tasks.discard)
 
     def forget(self, slide_id: str) -> None:
         self.tiles.cache.discard_where(lambda k: k[0] == "pyr" and k[1] == slide_id)
@@ -182,6 +216,8 @@ def slide_json(
     doc["status"] = rec.status.value
     if progress is not None:
         doc["progress"] = round(progress, 4)
+    listed = rec.properties.get("vna.associated", "")
+    doc["associated"] = [n for n in listed.split(",") if n] if isinstance(listed, str) else []
     if not full:
         doc.pop("properties")
     doc["urls"] = {

@@ -4,6 +4,7 @@ and the database refusing edits."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -118,9 +119,15 @@ async def test_trail_batches_and_flushes_everything_on_close(tmp_path: Path):
         # repeats of one view within the window are kept once
         for _ in range(5):
             trail.record(AuditRecord(now, "u1", "user", "view", "success"), dedupe=("u1", "s"))
+        # DIMSE handlers record from pynetdicom's threads
+        dimse = AuditRecord(now, "MODALITY1", "ae", "store", "success", ip="10.0.0.5")
+        await asyncio.to_thread(trail.record_threadsafe, dimse)
         await trail.close()
         rows = await index.find_audit(AuditQuery(limit=5000))
-        assert len(rows) == 1501
+        assert len(rows) == 1502
+        assert [(r.who, r.who_kind, r.ip) for r in rows if r.action == "store"] == [
+            ("MODALITY1", "ae", "10.0.0.5")
+        ]
         assert [r.who for r in rows if r.action == "query"] == [f"u{n % 7}" for n in range(1500)]
     finally:
         await index.close()

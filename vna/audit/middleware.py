@@ -86,7 +86,9 @@ def record_request(
     rec.status = status
     info, params = request.match_info, request.query
     rec.study_uid = info.get("study") or _first(params, "StudyInstanceUID", "0020000D", "studyUID")
-    rec.series_uid = info.get("series") or _first(params, "SeriesInstanceUID", "0020000E", "seriesUID")
+    rec.series_uid = info.get("series") or _first(
+        params, "SeriesInstanceUID", "0020000E", "seriesUID"
+    )
     rec.sop_uid = info.get("instance") or _first(params, "SOPInstanceUID", "00080018", "objectUID")
     rec.patient_id = _first(params, "PatientID", "00100020")
     if rec.route.startswith(SLIDE_PREFIXES):

@@ -35,6 +35,7 @@ class AuditTrail:
         self._queue: asyncio.Queue[AuditRecord | None] = asyncio.Queue()
         self._recent: dict[Hashable, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def record(self, rec: AuditRecord, dedupe: Hashable | None = None) -> bool:
         """Queue one event; False when it repeats ``dedupe`` within the window."""
@@ -51,10 +52,17 @@ class AuditTrail:
         self._queue.put_nowait(rec)
         return True
 
+    def record_threadsafe(self, rec: AuditRecord, dedupe: Hashable | None = None) -> None:
+        """``record`` from another thread (the DIMSE handlers run in pynetdicom's)."""
+        if self._loop is None:
+            raise RuntimeError("the audit trail is not started")
+        self._loop.call_soon_threadsafe(self.record, rec, dedupe)
+
     def _prune(self, now: float) -> None:
         self._recent = {k: t for k, t in self._recent.items() if now - t < DEDUPE_SECONDS}
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="vna-audit-writer")
 
     async def close(self) -> None:

@@ -265,9 +265,7 @@ def send(target: Target, chunks: list[list[Path]]) -> float:
     for chunk in chunks:
         cmd = ["storescu", "-aec", target.ae, "127.0.0.1", str(target.port), *map(str, chunk)]
         procs.append(
-            subprocess.Popen(
-                cmd, env=dcmtk_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-            )
+            subprocess.Popen(cmd, env=dcmtk_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         )
     errors = [p.communicate()[0] for p in procs]
     elapsed = time.perf_counter() - t0

@@ -502,6 +502,9 @@ def test_study_viewer_steps_through_images(report: dict, data: dict) -> None:
     assert "window=" not in presets["Default"]["src"]
     # the server applied the windows: lung (wide, low) and brain (narrow) look different
     assert abs(presets["Lung"]["mean"] - presets["Brain"]["mean"]) > 5
+    lung = study["lungShot"]
+    assert urlparse(study["lungUrl"]).fragment == f"series={first['series']}&image=12&window=lung"
+    assert study["reopened"]["src"] == lung["src"] and study["reopened"]["index"] == lung["index"]
     second = study["secondSeries"]
     assert (
         second["series"] != first["series"] and "window=" not in second["src"]

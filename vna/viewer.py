@@ -8,6 +8,7 @@ Content-Security-Policy (scripts, styles, images and fetches from this origin on
 
 from __future__ import annotations
 
+import asyncio
 import html
 import mimetypes
 from functools import cache
@@ -16,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from vna.keys import SETTINGS
-from vna.web import PUBLIC, Route, add_routes
+from vna.web import PUBLIC, Handler, Route, add_routes
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -63,7 +64,7 @@ def render_page(name: str, dicomweb_base: str) -> str:
     return _page_text(name).replace("%DICOMWEB%", html.escape(dicomweb_base, quote=True))
 
 
-def _page(name: str):
+def _page(name: str) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         text = render_page(name, request.app[SETTINGS].base_path)
         # pages are tiny and change with vna's version: always revalidate
@@ -84,7 +85,7 @@ def resolve_static(rel: str) -> Path:
 
 
 async def static_file(request: web.Request) -> web.StreamResponse:
-    path = resolve_static(request.match_info["path"])
+    path = await asyncio.to_thread(resolve_static, request.match_info["path"])
     # vendored OpenSeadragon is pinned by package.json; our own modules may change
     cache = (
         "public, max-age=86400" if "vendor" in path.relative_to(STATIC_DIR).parts else "no-cache"
@@ -92,15 +93,20 @@ async def static_file(request: web.Request) -> web.StreamResponse:
     return _file_response(path, cache)
 
 
+PAGES = {
+    "/": "index.html",
+    "/slides/{slide}/view": "slide.html",
+    "/studies/{study}/view": "study.html",
+}
+
+
 def viewer_routes() -> list[Route]:
-    return [
-        Route("GET", "/", _page("index.html"), PUBLIC),
-        Route("GET", "/slides/{slide}/view", _page("slide.html"), PUBLIC),
-        Route("GET", "/studies/{study}/view", _page("study.html"), PUBLIC),
-        Route("GET", "/static/{path:.+}", static_file, PUBLIC),
-    ]
+    pages = [Route("GET", path, _page(name), PUBLIC) for path, name in PAGES.items()]
+    return [*pages, Route("GET", "/static/{path:.+}", static_file, PUBLIC)]
 
 
 def setup_viewer(app: web.Application) -> None:
     """Adds the viewer pages (/, /slides/{id}/view, /studies/{uid}/view) and /static."""
+    for name in PAGES.values():
+        _page_text(name)  # read now, at start-up, not on the event loop later
     add_routes(app, viewer_routes())

@@ -48,11 +48,11 @@ export async function checkIndex({page, base, outDir}) {
   await waitReady(page);
   const headers = resp.headers();
   const all = await listed(page);
+  const out = {all, headers: {csp: headers['content-security-policy'], nosniff: headers['x-content-type-options'],
+    referrer: headers['referrer-policy']}, searches: {}};
   await page.waitForFunction(() => [...document.images].every((img) => img.complete));
   out.brokenImages = await page.$$eval('img', (imgs) => imgs.filter((i) => !i.naturalWidth).map((i) => i.src));
   await page.screenshot({path: join(outDir, 'index.png'), fullPage: true});
-  const out = {all, headers: {csp: headers['content-security-policy'], nosniff: headers['x-content-type-options'],
-    referrer: headers['referrer-policy']}, searches: {}};
   // search for the biggest study (most images): others may be deliberately odd
   const images = (s) => parseInt(s.cells[7].split('/')[1], 10) || 0;
   const first = [...all.studies].sort((a, b) => images(b) - images(a))[0];

@@ -72,6 +72,12 @@ export async function checkStudy({page, base, outDir}) {
   await page.click('#presets button[data-preset="Lung"]');
   out.lungShot = await shown(page);
   await page.screenshot({path: join(outDir, 'study-lung.png')});
+  // the address holds series, image and window: opening it again shows the same image
+  out.lungUrl = page.url();
+  await page.goto('about:blank');
+  await page.goto(out.lungUrl);
+  await waitReady(page);
+  out.reopened = await shown(page);
   if (out.seriesButtons > 1) {
     out.secondSeries = await after(page, out.lungShot.src, () => page.click('#series button >> nth=1'));
     await page.screenshot({path: join(outDir, 'study-series2.png')});

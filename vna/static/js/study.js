@@ -43,6 +43,7 @@ function show(index) {
   slider.value = String(state.index + 1);
   const where = frame.frame ? `instance ${frame.number}, frame ${frame.frame}` : `instance ${frame.number}`;
   fill(position, `${state.index + 1} / ${state.frames.length} · ${where}`);
+  writeHash();
   // warm the cache for the neighbours so scrolling does not wait on the server
   for (const n of [state.index + 1, state.index - 1]) {
     if (n >= 0 && n < state.frames.length) new Image().src = frameUrl(state.frames[n]);
@@ -59,7 +60,23 @@ function framesOf(instances) {
     : [{...i, frame: null}]));
 }
 
-async function selectSeries(index) {
+/** The view in the address (#series=UID&image=N&window=lung), so it can be shared. */
+function writeHash() {
+  const series = state.series[state.seriesIndex];
+  const params = new URLSearchParams({series: tagValue(series, '0020000E'), image: String(state.index + 1)});
+  if (state.preset.window) params.set('window', state.preset.name.toLowerCase());
+  const hash = `#${params}`;
+  if (hash !== location.hash) history.replaceState(null, '', hash);
+}
+
+function readHash() {
+  const params = new URLSearchParams(location.hash.replace(/^#/, ''));
+  const image = parseInt(params.get('image'), 10);
+  const preset = PRESETS.find((p) => p.name.toLowerCase() === (params.get('window') || '').toLowerCase());
+  return {series: params.get('series'), image: Number.isFinite(image) ? image - 1 : null, preset};
+}
+
+async function selectSeries(index, image = null) {
   if (index < 0 || index >= state.series.length) return;
   state.seriesIndex = index;
   for (const [i, b] of [...document.querySelectorAll('#series button')].entries()) {
@@ -77,7 +94,7 @@ async function selectSeries(index) {
   state.frames = framesOf(instances);
   slider.max = String(Math.max(1, state.frames.length));
   document.body.dataset.series = tagValue(s, '0020000E');
-  show(Math.floor(state.frames.length / 2));
+  show(image ?? Math.floor(state.frames.length / 2));
 }
 
 function seriesButton(s, index) {
@@ -143,7 +160,10 @@ async function main() {
   state.series = series.sort((a, b) => (parseInt(tagValue(a, '00200011'), 10) || 0) - (parseInt(tagValue(b, '00200011'), 10) || 0));
   fill(document.getElementById('series'), state.series.map(seriesButton));
   if (state.series.length === 0) throw new Error('This study has no series.');
-  await selectSeries(0);
+  const wanted = readHash();
+  const found = state.series.findIndex((x) => tagValue(x, '0020000E') === wanted.series);
+  if (wanted.preset) setPreset(wanted.preset, false);
+  await selectSeries(Math.max(0, found), found >= 0 ? wanted.image : null);
   document.body.dataset.state = 'ready';
 }
 

@@ -129,6 +129,7 @@ class DimseService:
         return [
             (evt.EVT_CONN_OPEN, set_nodelay),
             (evt.EVT_REQUESTED, self._prepare_negotiation),
+            (evt.EVT_REJECTED, _log_rejected),
             (evt.EVT_C_ECHO, _echo),
             (evt.EVT_C_STORE, store.handle_store, [ctx]),
             (evt.EVT_C_FIND, query.handle_find, [ctx]),
@@ -165,6 +166,26 @@ class DimseService:
 
 def _echo(event: evt.Event) -> int:
     return 0x0000
+
+
+REJECT_REASONS = {
+    (1, 3): "calling AE title not recognized",
+    (1, 7): "called AE title not recognized",
+    (3, 2): "too many associations (local limit exceeded)",
+}
+
+
+def _log_rejected(event: evt.Event) -> None:
+    """Operators see why a peer could not associate (the peer gets A-ASSOCIATE-RJ)."""
+    rj = event.assoc.acceptor.primitive
+    reason = REJECT_REASONS.get((rj.result_source, rj.diagnostic), f"diagnostic {rj.diagnostic}")
+    remote = event.assoc.requestor
+    log.warning(
+        "association from %s (%s) rejected: %s",
+        remote.ae_title,
+        remote.address,
+        reason,
+    )
 
 
 # -- wiring into the aiohttp app ---------------------------------------------------

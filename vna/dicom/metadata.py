@@ -9,7 +9,12 @@ ones the chain ``SEQTAG/ITEMINDEX/.../TAG`` (hex tags, 0-based items):
     bulk/00540016/0/00181234      nested element (not that it is usual)
 
 The web layer prefixes the URI with the instance URL; ``read_bulk`` gives back the
-bytes.  Names are decoded by pydicom per Specific Character Set.
+bytes.  Names are decoded per Specific Character Set.
+
+Two converters give the same dict: ``dataset_json_fast`` decodes the raw bytes of
+a little-endian dataset (``vna.dicom.fastjson``, ~10x faster) and raises
+``Unsupported`` for anything outside its copied rules; ``dataset_json`` (alias
+``dataset_json_pydicom``) converts a pydicom Dataset and handles everything.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
+from vna.dicom.fastjson import FastDecoder
 from vna.dicom.walk import Element
 
 BULK_PREFIX = "bulk/"
@@ -95,6 +101,17 @@ def dataset_json(
         if found is not None:
             out[f"{tag:08X}"] = found
     return out
+
+
+dataset_json_pydicom = dataset_json
+
+
+def dataset_json_fast(
+    buf: bytes, implicit: bool, threshold: int = BULK_THRESHOLD
+) -> dict[str, Any]:
+    """What ``dataset_json(dcmread(..., stop_before_pixels=True))`` gives, from the
+    encoded little-endian dataset ``buf``; ``Unsupported`` when pydicom must do it."""
+    return FastDecoder(buf, implicit, threshold, BULK_PREFIX).top()
 
 
 def pixel_json(pixel: Element, implicit: bool, bits_allocated: int) -> dict[str, Any]:

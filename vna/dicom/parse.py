@@ -21,7 +21,8 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from vna.dicom import frames as _frames
-from vna.dicom.metadata import dataset_json, pixel_json
+from vna.dicom.fastjson import PIXEL_TAGS, Unsupported
+from vna.dicom.metadata import dataset_json, dataset_json_fast, pixel_json
 from vna.dicom.walk import (
     DEFLATED,
     EXPLICIT_BE,
@@ -39,6 +40,7 @@ _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _CHUNK = 1 << 20
 MAX_INFLATED = 256 << 20  # deflated datasets are inflated in memory
 DEFER_SIZE = 1024  # values above this stay on disk while parsing
+FAST_LIMIT = 8 << 20  # the fast path reads the dataset before the pixels into memory
 NATIVE_TS = frozenset({IMPLICIT_LE, "1.2.840.10008.1.2.1"})
 REQUIRED_UIDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
 
@@ -121,15 +123,19 @@ def _inflate(fp: BinaryIO, meta_end: int) -> bytes:
     return data
 
 
-def _walk(fp: BinaryIO, size: int, meta_end: int, ts: str) -> tuple[Walker, list[Element]]:
-    """Map the top-level elements, checking every length against the file."""
+def _walk(
+    fp: BinaryIO, size: int, meta_end: int, ts: str
+) -> tuple[Walker, list[Element], bytes | None]:
+    """Map the top-level elements, checking every length against the file; a
+    deflated dataset comes back inflated as well."""
+    inflated = None
     if ts in DEFLATED:
-        data = _inflate(fp, meta_end)
-        fp, size, meta_end = io.BytesIO(data), len(data), 0
+        inflated = _inflate(fp, meta_end)
+        fp, size, meta_end = io.BytesIO(inflated), len(inflated), 0
     implicit = detect_implicit(fp, meta_end, size, ts == IMPLICIT_LE)
     walker = Walker(fp, size, implicit=implicit, little=ts != EXPLICIT_BE)
     elements, _ = walker.elements(meta_end)
-    return walker, elements
+    return walker, elements, inflated
 
 
 def _read_values(path: str, deflated: bool) -> Dataset:
@@ -142,21 +148,76 @@ def _read_values(path: str, deflated: bool) -> Dataset:
         raise InvalidDicom(f"unreadable DICOM dataset: {exc}") from None
 
 
-def _int(ds: Dataset, keyword: str, default: int) -> int:
-    try:
-        value = ds.get(keyword, default)
-        return int(value) if value not in (None, "") else default
-    except (TypeError, ValueError):
-        return default
+# keyword -> tag of the values parse needs besides the JSON
+_TAGS = {
+    "SOPInstanceUID": 0x00080018,
+    "SOPClassUID": 0x00080016,
+    "StudyInstanceUID": 0x0020000D,
+    "SeriesInstanceUID": 0x0020000E,
+    "SamplesPerPixel": 0x00280002,
+    "PhotometricInterpretation": 0x00280004,
+    "NumberOfFrames": 0x00280008,
+    "Rows": 0x00280010,
+    "Columns": 0x00280011,
+    "BitsAllocated": 0x00280100,
+}
+_MULTIPLE = object()  # a value of VM > 1 (pydicom: a MultiValue)
+
+
+class _Values:
+    """The dataset's small values, from pydicom or from the fast JSON, read the way
+    the pydicom path always read them (``ds.get``)."""
+
+    def __init__(self, ds: Dataset | None = None, fast: dict[str, Any] | None = None) -> None:
+        self.ds, self.fast = ds, fast
+        if fast is not None and any(
+            self._fast_get(k) is _MULTIPLE for k in REQUIRED_UIDS
+        ):  # the error would quote pydicom's MultiValue repr: let pydicom answer
+            raise Unsupported("multi-valued identifying UID")
+
+    def _fast_get(self, keyword: str) -> object:
+        found = self.fast.get(f"{_TAGS[keyword]:08X}") if self.fast is not None else None
+        if found is None:
+            return None
+        value = found.get("Value")
+        if not value:
+            return ""
+        return value[0] if len(value) == 1 else _MULTIPLE
+
+    def get(self, keyword: str) -> object:
+        if self.ds is not None:
+            return self.ds.get(keyword)
+        return self._fast_get(keyword)
+
+    def int(self, keyword: str, default: int) -> int:
+        try:
+            value = self.get(keyword)
+            return int(value) if value not in (None, "") else default  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return default
+
+    def text(self, keyword: str) -> str:
+        value = self.get(keyword)
+        if value is _MULTIPLE:
+            return "[...]"  # like str(MultiValue): never a photometric name
+        return str(value) if value is not None else ""
+
+    def metadata(self) -> dict[str, Any]:
+        if self.fast is not None:
+            return self.fast
+        try:
+            return dataset_json(self.ds)
+        except Exception as exc:  # noqa: BLE001 -- pydicom conversion errors
+            raise InvalidDicom(f"cannot convert the dataset to DICOM JSON: {exc}") from None
 
 
 def _frame_map(
-    fp: BinaryIO, walker: Walker, top: dict[int, Element], ds: Dataset, ts: str
+    fp: BinaryIO, walker: Walker, top: dict[int, Element], values: _Values, ts: str
 ) -> tuple[int, list[FrameSegments] | None]:
     pixel = top.get(0x7FE00010)
     if pixel is None:
         return 0, None
-    n = max(1, _int(ds, "NumberOfFrames", 1))
+    n = max(1, values.int("NumberOfFrames", 1))
     if ts in DEFLATED:
         return n, None
     if pixel.undefined:
@@ -171,38 +232,60 @@ def _frame_map(
     if ts not in NATIVE_TS:  # a compressed syntax with a native-looking value: unusable
         return n, None
     rows, cols, samples, bits = (
-        _int(ds, k, 0) for k in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated")
+        values.int(k, 0) for k in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated")
     )
-    if str(ds.get("PhotometricInterpretation", "")).startswith("YBR_") and "422" in str(
-        ds.get("PhotometricInterpretation")
-    ):
+    photometric = values.text("PhotometricInterpretation")
+    if photometric.startswith("YBR_") and "422" in photometric:
         samples = 2  # native 4:2:2 stores two samples per pixel (PS3.5 8.2.1)
     return n, _frames.native_frames(pixel, n, rows, cols, samples, bits)
 
 
+def _fast_values(
+    fp: BinaryIO, walker: Walker, elements: list[Element], meta_end: int, inflated: bytes | None
+) -> _Values:
+    """The values decoded from the bytes before the pixel data (no pydicom), or
+    Unsupported."""
+    if not walker.little:
+        raise Unsupported("big endian")
+    start = 0 if inflated is not None else meta_end
+    end = next((el.header for el in elements if el.tag in PIXEL_TAGS), walker.size)
+    if end - start > FAST_LIMIT:
+        raise Unsupported("large dataset: pydicom leaves big values on disk")
+    if inflated is not None:
+        buf = inflated[:end]
+    else:
+        fp.seek(start)
+        buf = fp.read(end - start)
+    return _Values(fast=dataset_json_fast(buf, walker.implicit))
+
+
 def _map(
-    fp: BinaryIO, path: str, size: int
-) -> tuple[str, int, Walker, dict[int, Element], Dataset]:
-    """Read the file meta, walk and check the dataset, read its small values."""
+    fp: BinaryIO, path: str, size: int, fast: bool = True
+) -> tuple[str, int, Walker, dict[int, Element], _Values]:
+    """Read the file meta, walk and check the dataset, decode its small values
+    (from the bytes when the fast decoder can, else with pydicom)."""
     meta, meta_end = read_file_meta(fp, size)
     if 0x00020010 not in meta:
         raise InvalidDicom("the file meta group has no TransferSyntaxUID (0002,0010)")
     ts = check_uid("TransferSyntaxUID", meta[0x00020010].decode("ascii", "replace"))
-    walker, elements = _walk(fp, size, meta_end, ts)
-    return ts, meta_end, walker, {el.tag: el for el in elements}, _read_values(path, ts in DEFLATED)
-
-
-def _parse_open(fp: BinaryIO, path: str, size: int) -> ParsedInstance:
-    ts, meta_end, walker, top, ds = _map(fp, path, size)
-    uids = {name: check_uid(name, ds.get(name)) for name in REQUIRED_UIDS}
-    num_frames, frame_map = _frame_map(fp, walker, top, ds, ts)
+    walker, elements, inflated = _walk(fp, size, meta_end, ts)
     try:
-        metadata = dataset_json(ds)
-    except Exception as exc:  # noqa: BLE001 -- pydicom conversion errors
-        raise InvalidDicom(f"cannot convert the dataset to DICOM JSON: {exc}") from None
+        if not fast:
+            raise Unsupported("pydicom asked for")
+        values = _fast_values(fp, walker, elements, meta_end, inflated)
+    except Unsupported:
+        values = _Values(ds=_read_values(path, ts in DEFLATED))
+    return ts, meta_end, walker, {el.tag: el for el in elements}, values
+
+
+def _parse_open(fp: BinaryIO, path: str, size: int, fast: bool = True) -> ParsedInstance:
+    ts, meta_end, walker, top, values = _map(fp, path, size, fast)
+    uids = {name: check_uid(name, values.get(name)) for name in REQUIRED_UIDS}
+    num_frames, frame_map = _frame_map(fp, walker, top, values, ts)
+    metadata = values.metadata()
     if (pixel := top.get(0x7FE00010) or top.get(0x7FE00008) or top.get(0x7FE00009)) is not None:
         metadata[f"{pixel.tag:08X}"] = pixel_json(
-            pixel, walker.implicit, _int(ds, "BitsAllocated", 16)
+            pixel, walker.implicit, values.int("BitsAllocated", 16)
         )
     whole, identity = _hashes(fp, meta_end)
     return ParsedInstance(
@@ -227,9 +310,32 @@ def parse_part10(path: str | Path) -> ParsedInstance:
     return _guarded(path, _parse_open)
 
 
+def parse_part10_pydicom(path: str | Path) -> ParsedInstance:
+    """``parse_part10`` with every value decoded by pydicom: the reference the fast
+    decoder is tested against (and a way to rule it out when in doubt)."""
+    return _guarded(path, lambda fp, p, size: _parse_open(fp, p, size, fast=False))
+
+
+def fast_path_reason(path: str | Path) -> str | None:
+    """None when ``parse_part10`` decodes this file without pydicom, else why not
+    (for tests and for finding out why an ingest is slow)."""
+
+    def reason(fp: BinaryIO, p: str, size: int) -> str | None:
+        meta, meta_end = read_file_meta(fp, size)
+        ts = check_uid("TransferSyntaxUID", meta.get(0x00020010, b"").decode("ascii", "replace"))
+        walker, elements, inflated = _walk(fp, size, meta_end, ts)
+        try:
+            _fast_values(fp, walker, elements, meta_end, inflated)
+        except Unsupported as exc:
+            return str(exc)
+        return None
+
+    return _guarded(path, reason)
+
+
 def _locate(fp: BinaryIO, path: str, size: int) -> tuple[str, int, list[FrameSegments] | None]:
-    ts, _, walker, top, ds = _map(fp, path, size)
-    return (ts, *_frame_map(fp, walker, top, ds, ts))
+    ts, _, walker, top, values = _map(fp, path, size)
+    return (ts, *_frame_map(fp, walker, top, values, ts))
 
 
 def locate_frames(path: str | Path) -> tuple[str, int, list[FrameSegments] | None]:

@@ -52,7 +52,7 @@ class Walker:
     """Walks a dataset stored in ``fp`` (``size`` bytes) with the given encoding."""
 
     def __init__(self, fp: BinaryIO, size: int, *, implicit: bool, little: bool = True) -> None:
-        self.fp, self.size, self.implicit = fp, size, implicit
+        self.fp, self.size, self.implicit, self.little = fp, size, implicit, little
         endian = "<" if little else ">"
         self._tag_len = struct.Struct(endian + "HHL")
         self._short = struct.Struct(endian + "HH2sH")

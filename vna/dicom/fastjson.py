@@ -1,0 +1,386 @@
+"""DICOM JSON straight from the encoded bytes: the fast path of ``dataset_json``.
+
+Building pydicom DataElements and calling ``to_json_dict`` costs ~20 us an element,
+most of a small instance's parse.  This module decodes the common cases from the
+raw bytes and produces *exactly* what ``metadata.dataset_json_pydicom`` gives for
+the same dataset (tests/test_dicom_fastjson.py compares the two over every
+generated and every pydicom test file).  It copies pydicom's conversion rules
+(values.py, valuerep.py, jsonrep.py) VR by VR; whenever a value is outside the
+cases copied here -- an escape sequence, a multi-byte character set, an ambiguous
+or unknown implicit VR, an explicit UN, a number string pydicom would repair, a
+duplicate tag, big endian -- it raises ``Unsupported`` and the caller uses
+pydicom for the whole dataset.  Declining is always safe; guessing never is.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import struct
+from typing import Any
+
+from pydicom.charset import python_encoding
+from pydicom.datadict import dictionary_VR
+
+ITEM = 0xFFFEE000
+ITEM_DELIM = 0xFFFEE00D
+SEQ_DELIM = 0xFFFEE0DD
+UNDEFINED = 0xFFFFFFFF
+CHARSET_TAG = 0x00080005
+PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+MAX_DEPTH = 64
+
+
+class Unsupported(Exception):
+    """The fast path declines this dataset; pydicom must convert it."""
+
+
+_HEADER = struct.Struct("<HH2sH").unpack_from
+_TAG_LEN = struct.Struct("<HHL").unpack_from
+_U32 = struct.Struct("<L").unpack_from
+
+_LONG_VRS = frozenset(
+    ["OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"]
+)
+_ALL_VRS = [
+    "AE",
+    "AS",
+    "AT",
+    "CS",
+    "DA",
+    "DS",
+    "DT",
+    "FD",
+    "FL",
+    "IS",
+    "LO",
+    "LT",
+    "OB",
+    "OD",
+    "OF",
+    "OL",
+    "OV",
+    "OW",
+    "PN",
+    "SH",
+    "SL",
+    "SQ",
+    "SS",
+    "ST",
+    "SV",
+    "TM",
+    "UC",
+    "UI",
+    "UL",
+    "UN",
+    "UR",
+    "US",
+    "UT",
+    "UV",
+]
+_VR_OF_BYTES = {vr.encode(): vr for vr in _ALL_VRS}
+BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_NUMBER_FORMATS = {
+    "US": ("H", 2),
+    "SS": ("h", 2),
+    "UL": ("L", 4),
+    "SL": ("l", 4),
+    "FL": ("f", 4),
+    "FD": ("d", 8),
+    "UV": ("Q", 8),
+    "SV": ("q", 8),
+}
+_STRING_VRS = frozenset({"AS", "CS", "DA", "DT", "TM"})  # convert_string
+_TEXT_VRS = frozenset({"SH", "LO", "UC"})  # convert_text: charset, split, rstrip each
+_SINGLE_VRS = frozenset({"LT", "ST", "UT"})  # convert_single_string
+_CHARSET_VRS = _TEXT_VRS | _SINGLE_VRS | {"PN"}
+# Character sets whose text decodes byte-for-byte like pydicom's (no escapes, '='
+# and '\' never inside a multi-byte character): ASCII-compatible single-byte, UTF-8.
+_SAFE_CODECS = frozenset(
+    {"iso8859", "latin_1", "UTF8"}
+    | {f"iso8859_{n}" for n in (2, 3, 4)}
+    | {f"iso_ir_{n}" for n in (126, 127, 138, 144, 148, 166)}
+)
+DEFAULT_CODEC = "iso8859"
+# number strings whose conversion by IS()/DSfloat() is plain int()/float()
+_IS_RE = re.compile(r" *[+-]?[0-9]+ *")
+_DS_RE = re.compile(r" *[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})? *")
+
+_implicit_vrs: dict[int, str] = {}
+
+
+def _implicit_vr(tag: int) -> str:
+    """The dictionary VR of a public tag; ambiguous ones come back as 'A or B'."""
+    vr = _implicit_vrs.get(tag)
+    if vr is None:
+        if tag >> 16 & 1:  # private: pydicom looks at the private creator
+            raise Unsupported("private tag in implicit VR")
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            raise Unsupported("tag not in the dictionary") from None
+        _implicit_vrs[tag] = vr
+    return vr
+
+
+def charset_codec(raw: bytes, parent: str) -> str:
+    """The Python codec pydicom decodes text with under this Specific Character Set
+    value (its first term), or Unsupported."""
+    terms = raw.decode("latin-1").rstrip(" \x00").split("\\")
+    if terms == [""]:
+        return parent  # present but empty: the enclosing dataset's
+    if any(t not in python_encoding for t in terms[1:]):
+        raise Unsupported("unknown character set term")
+    codec = python_encoding.get(terms[0] or "ISO_IR 6")
+    if codec not in _SAFE_CODECS:
+        raise Unsupported(f"character set {terms[0]!r}")
+    return codec
+
+
+def _decode(raw: bytes, codec: str) -> str:
+    if b"\x1b" in raw:
+        raise Unsupported("escape sequence")
+    try:
+        return raw.decode(codec)
+    except UnicodeError:
+        raise Unsupported("undecodable text") from None
+
+
+def _numbers(raw: bytes, vr: str) -> list[Any] | None:
+    fmt, size = _NUMBER_FORMATS[vr]
+    n, rest = divmod(len(raw), size)
+    if rest:
+        raise Unsupported("number value of odd length")
+    return list(struct.unpack(f"<{n}{fmt}", raw)) if n else None
+
+
+def _is(raw: bytes) -> list[int] | None:
+    text = raw.decode("latin-1").rstrip(" \x00")
+    if not text.strip(" "):
+        return None
+    parts = text.split("\\")
+    if not all(_IS_RE.fullmatch(p) for p in parts):
+        raise Unsupported("IS value pydicom would repair")
+    return [int(p) for p in parts]
+
+
+def _ds(raw: bytes) -> list[float] | None:
+    text = raw.decode("latin-1").strip().rstrip(" \x00")
+    if not text:
+        return None
+    parts = text.split("\\")
+    if not all(_DS_RE.fullmatch(p) for p in parts):
+        raise Unsupported("DS value pydicom would repair")
+    return [float(p) for p in parts]
+
+
+def _pn(raw: bytes, codec: str) -> list[dict[str, str]] | None:
+    stripped = raw.rstrip(b"\x00 ")
+    if not stripped:
+        return None
+    out = []
+    for name in _decode(stripped, codec).split("\\"):
+        groups = name.split("=")
+        while groups and not groups[-1]:
+            groups.pop()
+        if not groups:
+            raise Unsupported("empty person name in a value pydicom cannot convert")
+        entry = {"Alphabetic": groups[0]}
+        if len(groups) > 1:
+            entry["Ideographic"] = groups[1]
+        if len(groups) > 2:
+            entry["Phonetic"] = groups[2]
+        out.append(entry)
+    return out
+
+
+def _strings(raw: bytes, vr: str, codec: str) -> list[str] | None:
+    """The Value of a string VR, as pydicom's converter + DataElement give it."""
+    if vr in _STRING_VRS:
+        text = raw.decode("latin-1").rstrip(" \x00")
+        return text.split("\\") if text else None
+    if vr in _TEXT_VRS:
+        values = [v.rstrip("\x00 ") for v in _decode(raw, codec).split("\\")]
+        return values if len(values) > 1 or values[0] else None
+    if vr in _SINGLE_VRS:
+        text = _decode(raw, codec).rstrip("\x00 ")
+        return [text] if text else None
+    if vr == "UI":
+        text = raw.decode("latin-1").rstrip("\x00 ").rstrip(" \x00")
+        return [v.strip() for v in text.split("\\")] if text else None
+    if vr == "AE":
+        values = [v.strip() for v in raw.decode("latin-1").split("\\")]
+        return values if len(values) > 1 or values[0] else None
+    if vr == "UR":
+        text = raw.decode("latin-1").rstrip()
+        return [text] if text else None
+    raise Unsupported(f"VR {vr}")
+
+
+def value_json(vr: str, raw: bytes, codec: str) -> dict[str, Any]:
+    """The JSON of a non-sequence, non-bulk value."""
+    if vr in _NUMBER_FORMATS:
+        value: list[Any] | None = _numbers(raw, vr)
+    elif vr == "IS":
+        value = _is(raw)
+    elif vr == "DS":
+        value = _ds(raw)
+    elif vr == "PN":
+        value = _pn(raw, codec)
+    elif vr == "AT":
+        if len(raw) % 4:
+            raise Unsupported("AT value of odd length")
+        pairs = struct.unpack(f"<{len(raw) // 2}H", raw)
+        value = [f"{g << 16 | e:08X}" for g, e in zip(pairs[::2], pairs[1::2], strict=True)] or None
+    elif vr in BULK_VRS:
+        if vr == "UN":
+            raise Unsupported("explicit UN: pydicom looks the VR up")
+        return {"vr": vr, "InlineBinary": base64.b64encode(raw).decode()} if raw else {"vr": vr}
+    else:
+        value = _strings(raw, vr, codec)
+    return {"vr": vr, "Value": value} if value is not None else {"vr": vr}
+
+
+class FastDecoder:
+    """Decodes one little-endian dataset held in ``buf`` into DICOM JSON."""
+
+    def __init__(self, buf: bytes, implicit: bool, threshold: int, bulk_prefix: str) -> None:
+        self.buf, self.implicit = buf, implicit
+        self.threshold, self.prefix = threshold, bulk_prefix
+
+    def top(self) -> dict[str, Any]:
+        """The top-level dataset up to (not including) the first pixel data tag."""
+        out, _ = self.dataset(0, len(self.buf), [], DEFAULT_CODEC, 0, delimited=False)
+        return out
+
+    def _header(self, pos: int) -> tuple[int, str, int, int]:
+        """(tag, vr, value offset, length) of the element at ``pos``."""
+        if pos + 8 > len(self.buf):
+            raise Unsupported("header past the end")
+        g, e, vr_bytes, short = _HEADER(self.buf, pos)
+        tag = g << 16 | e
+        if self.implicit or g == 0xFFFE:
+            (length,) = _U32(self.buf, pos + 4)
+            if g == 0xFFFE:
+                return tag, "", pos + 8, length
+            return tag, (_implicit_vr(tag) if e else "UL"), pos + 8, length
+        vr = _VR_OF_BYTES.get(vr_bytes)
+        if vr is None:
+            raise Unsupported("unknown VR")
+        if vr in _LONG_VRS:
+            if pos + 12 > len(self.buf):
+                raise Unsupported("header past the end")
+            return tag, vr, pos + 12, _U32(self.buf, pos + 8)[0]
+        return tag, vr, pos + 8, short
+
+    def dataset(
+        self, pos: int, end: int, path: list[str], codec: str, depth: int, *, delimited: bool
+    ) -> tuple[dict[str, Any], int]:
+        """Elements from ``pos`` to ``end`` (or, ``delimited``, to the item delimiter);
+        returns the JSON and the offset after them."""
+        found: dict[int, dict[str, Any]] = {}
+        text_seen = False
+        while pos < end:
+            tag, vr, start, length = self._header(pos)
+            if tag == ITEM_DELIM and delimited:
+                return self._sorted(found), start
+            if tag >> 16 == 0xFFFE:
+                raise Unsupported("stray delimiter")
+            if not depth and tag in PIXEL_TAGS:
+                break  # as dcmread(stop_before_pixels=True)
+            if tag in found:
+                raise Unsupported("duplicate tag")
+            if " or " in vr:  # implicit 'OB or OW' & co: pydicom resolves it per dataset
+                raise Unsupported(f"ambiguous VR {vr}")
+            if length == UNDEFINED:
+                found[tag], pos = self._undefined(tag, vr, start, path, codec, depth)
+                continue
+            stop = start + length
+            if stop > end:
+                raise Unsupported("value past the end")
+            pos = stop
+            if tag == CHARSET_TAG:
+                if text_seen:
+                    raise Unsupported("Specific Character Set after text")
+                codec = charset_codec(self.buf[start:stop], codec)
+            elif vr in _CHARSET_VRS or vr == "SQ":
+                text_seen = True
+            if tag & 0xFFFF == 0 or tag >> 16 == 2 or tag == 0xFFFCFFFC:
+                continue  # group lengths, file meta, trailing padding are left out
+            if vr == "SQ":
+                found[tag] = self._sequence(tag, start, stop, path, codec, depth)
+            elif vr in BULK_VRS and length > self.threshold:
+                found[tag] = self._bulk(tag, vr, path)
+            else:
+                found[tag] = value_json(vr, self.buf[start:stop], codec)
+        if delimited:
+            raise Unsupported("item without delimiter")
+        return self._sorted(found), pos
+
+    @staticmethod
+    def _sorted(found: dict[int, dict[str, Any]]) -> dict[str, Any]:
+        return {f"{tag:08X}": found[tag] for tag in sorted(found)}
+
+    def _bulk(self, tag: int, vr: str, path: list[str]) -> dict[str, Any]:
+        return {"vr": vr, "BulkDataURI": self.prefix + "/".join([*path, f"{tag:08X}"])}
+
+    def _undefined(
+        self, tag: int, vr: str, start: int, path: list[str], codec: str, depth: int
+    ) -> tuple[dict[str, Any], int]:
+        if vr == "SQ":
+            return self._items(tag, start, None, path, codec, depth)
+        if vr in BULK_VRS and vr != "UN" and tag & 0xFFFF:
+            return self._bulk(tag, vr, path), self._skip_fragments(start)
+        raise Unsupported(f"undefined length {vr}")
+
+    def _skip_fragments(self, pos: int) -> int:
+        """Offset after the sequence delimiter of an encapsulated value."""
+        while True:
+            if pos + 8 > len(self.buf):
+                raise Unsupported("fragments past the end")
+            g, e, length = _TAG_LEN(self.buf, pos)
+            tag = g << 16 | e
+            if tag == SEQ_DELIM:
+                return pos + 8
+            if tag != ITEM or length == UNDEFINED:
+                raise Unsupported("odd fragment")
+            pos += 8 + length
+
+    def _sequence(
+        self, tag: int, start: int, stop: int, path: list[str], codec: str, depth: int
+    ) -> dict[str, Any]:
+        found, _ = self._items(tag, start, stop, path, codec, depth)
+        return found
+
+    def _items(
+        self, tag: int, pos: int, stop: int | None, path: list[str], codec: str, depth: int
+    ) -> tuple[dict[str, Any], int]:
+        """The items of a sequence ending at ``stop`` (or at its delimiter)."""
+        if depth >= MAX_DEPTH:
+            raise Unsupported("deep nesting")
+        items: list[dict[str, Any]] = []
+        key = f"{tag:08X}"
+        while stop is None or pos < stop:
+            if pos + 8 > len(self.buf):
+                raise Unsupported("item past the end")
+            g, e, length = _TAG_LEN(self.buf, pos)
+            item_tag = g << 16 | e
+            if item_tag == SEQ_DELIM and stop is None:
+                pos += 8
+                break
+            if item_tag != ITEM:
+                raise Unsupported("not an item")
+            sub = [*path, key, str(len(items))]
+            if length == UNDEFINED:
+                item, pos = self.dataset(
+                    pos + 8, len(self.buf), sub, codec, depth + 1, delimited=True
+                )
+            else:
+                item_end = pos + 8 + length
+                if item_end > len(self.buf) or (stop is not None and item_end > stop):
+                    raise Unsupported("item past the end")
+                item, pos = self.dataset(pos + 8, item_end, sub, codec, depth + 1, delimited=False)
+                if pos != item_end:
+                    raise Unsupported("item contents overrun")
+            items.append(item)
+        return ({"vr": "SQ", "Value": items} if items else {"vr": "SQ"}), pos

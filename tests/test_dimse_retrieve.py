@@ -19,6 +19,7 @@ from pynetdicom import AE, build_role
 from pynetdicom import events as evt
 from pynetdicom.sop_class import (
     CTImageStorage,
+    PatientRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
@@ -244,6 +245,20 @@ def test_get_without_the_unique_key_is_refused(dimse: DimseEnv, tmp_path: Path) 
     ident = Dataset()
     ident.QueryRetrieveLevel = "SERIES"
     ident.StudyInstanceUID = "1.2.3"
+    try:
+        statuses = [int(st.Status) for st, _ in assoc.send_c_get(ident, model)]
+    finally:
+        assoc.release()
+    assert statuses[-1] == 0xA900
+
+
+def test_get_with_a_wildcard_key_is_refused(dimse: DimseEnv, tmp_path: Path) -> None:
+    store(dimse, ct_series(tmp_path, 209, 1))
+    model = PatientRootQueryRetrieveInformationModelGet
+    assoc = scu_associate(dimse, [(model, [ExplicitVRLittleEndian])])
+    ident = Dataset()
+    ident.QueryRetrieveLevel = "PATIENT"
+    ident.PatientID = "PAT-*"
     try:
         statuses = [int(st.Status) for st, _ in assoc.send_c_get(ident, model)]
     finally:

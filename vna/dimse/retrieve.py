@@ -28,7 +28,6 @@ from vna.index.base import InstanceRecord, Query
 
 log = logging.getLogger(__name__)
 
-MOVE_DESTINATION_UNKNOWN = 0xA801
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
 MATCH_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 REQUIRED = {
@@ -55,6 +54,9 @@ def retrieve_query(identifier: Dataset, model: str) -> Query:
     }
     if REQUIRED[level] not in filters:
         raise BadRequest(f"{REQUIRED[level]} is required to retrieve at this level")
+    if any(c in value for value in filters.values() for c in "*?"):
+        # PS3.4 C.4.2.2.1: retrieve keys are single values or lists, never wildcards
+        raise BadRequest("wildcards are not allowed in the keys of a retrieve")
     include = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
     # a patient is retrieved study by study
     return Query(

@@ -512,6 +512,16 @@ def test_study_viewer_steps_through_images(report: dict, data: dict) -> None:
     assert second["position"].startswith(f"{second['index'] + 1} / 6 · instance ")
 
 
+def test_whole_slide_study_leads_to_slide_viewer(report: dict, data: dict) -> None:
+    need_slide(data)
+    wsi = section(report, "study")["wholeSlide"]
+    view = f"/slides/{data['wsi']}/view"
+    assert wsi["uid"] == data["wsi_study"]
+    assert wsi["listLink"] == view and wsi["pageLink"] == view
+    assert wsi["imageHidden"]  # no attempt to step through tiles as images
+    assert wsi["landed"] == {"path": view, "state": "ready"}
+
+
 def test_rendered_requests_answered(report: dict) -> None:
     rendered = [
         r for r in report["responses"] if "/rendered" in r["url"] or "/thumbnail" in r["url"]

@@ -32,6 +32,28 @@ async function after(page, previousSrc, action) {
   return shown(page);
 }
 
+/** A study holding a whole-slide image leads to the slide viewer, from the list and from its page. */
+async function wholeSlideStudy(page, base, outDir) {
+  await page.goto(`${base}/`);
+  await waitReady(page);
+  const row = page.locator('#studies tbody tr[data-study]', {hasText: 'SM'}).first();
+  if (await row.count() === 0) return null;
+  const out = {uid: await row.getAttribute('data-study'),
+    listLink: await row.locator('a.slide-link').getAttribute('href').catch(() => null)};
+  await row.locator('a.patient').click();
+  await page.waitForURL(/\/studies\/[^/]+\/view/);
+  await waitReady(page);
+  await page.waitForSelector('#wsi-link');
+  out.pageLink = await page.getAttribute('#wsi-link', 'href');
+  out.imageHidden = await page.evaluate(() => document.getElementById('frame').hidden);
+  await page.screenshot({path: join(outDir, 'study-wsi.png')});
+  await page.click('#wsi-link');
+  await page.waitForURL(/\/slides\/[^/]+\/view/);
+  await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.state));
+  out.landed = {path: new URL(page.url()).pathname, state: await page.evaluate(() => document.body.dataset.state)};
+  return out;
+}
+
 export async function checkStudy({page, base, outDir}) {
   await page.goto(`${base}/`);
   await waitReady(page);
@@ -82,5 +104,6 @@ export async function checkStudy({page, base, outDir}) {
     out.secondSeries = await after(page, out.lungShot.src, () => page.click('#series button >> nth=1'));
     await page.screenshot({path: join(outDir, 'study-series2.png')});
   }
+  out.wholeSlide = await wholeSlideStudy(page, base, outDir);
   return out;
 }

@@ -12,6 +12,7 @@ const FIELDS = {patient: 'q-patient', from: 'q-from', to: 'q-to', modality: 'q-m
 const STUDY_LIMIT = 200;
 let pollTimer = null;
 let generation = 0; // only the latest search may write its results
+let allSlides = [];
 
 function readForm() {
   const out = {};
@@ -125,6 +126,7 @@ async function showStudies(c, gen) {
 async function showSlides(c, gen) {
   const all = slideList(await getJSON('/slides'));
   if (gen !== generation) return;
+  allSlides = all;
   const slides = all.filter((s) => slideMatches(s, c));
   const box = document.getElementById('slides');
   fill(box, slides.map(slideCard));
@@ -148,7 +150,19 @@ async function run(c) {
     .filter(Boolean);
   if (failed.length) showError(status, `Search failed (${failed.join('; ')})`);
   else fill(status, '');
+  linkSlidesToStudies();
   document.body.dataset.state = 'ready';
+}
+
+/** A study that holds a slide (DICOM WSI) links to the slide viewer too. */
+function linkSlidesToStudies() {
+  for (const s of allSlides) {
+    const uid = slideField(s, 'study_instance_uid');
+    const row = uid && document.querySelector(`#studies tr[data-study="${CSS.escape(uid)}"]`);
+    if (!row || s.status !== 'ready') continue;
+    row.cells[4].append(el('a', {class: 'slide-link', href: `/slides/${encodeURIComponent(s.id)}/view`},
+      `Slide ${s.name || s.id}`));
+  }
 }
 
 form.addEventListener('submit', (event) => {

@@ -1,7 +1,8 @@
 // The series viewer at /studies/{uid}/view: series thumbnails, and one image at a
 // time from WADO-RS rendered (the server applies the window), stepped through with
 // the wheel, the arrow keys or the slider.
-import {DICOMWEB, el, fill, formatDate, qido, showError, tagValue, typing} from './common.js';
+import {DICOMWEB, el, fill, formatDate, getJSON, qido, showError, tagValue, typing} from './common.js';
+import {slideField, slideList} from './slides.js';
 
 const studyUid = decodeURIComponent(location.pathname.split('/')[2] || '');
 const studyPath = `${DICOMWEB}/studies/${encodeURIComponent(studyUid)}`;
@@ -89,12 +90,42 @@ async function selectSeries(index, image = null) {
     b.disabled = !hu && b.dataset.preset !== PRESETS[0].name;
   }
   if (!hu) setPreset(PRESETS[0], false);
+  document.body.dataset.series = tagValue(s, '0020000E');
+  if (tagValue(s, '00080060') === 'SM') return showWholeSlide(s);
+  hideWholeSlide();
   const instances = await qido(`/studies/${encodeURIComponent(studyUid)}/series/${encodeURIComponent(tagValue(s, '0020000E'))}/instances`,
     {includefield: 'InstanceNumber,NumberOfFrames'});
   state.frames = framesOf(instances);
   slider.max = String(Math.max(1, state.frames.length));
-  document.body.dataset.series = tagValue(s, '0020000E');
   show(image ?? Math.floor(state.frames.length / 2));
+}
+
+/** A whole-slide image is a pyramid of tiles, not images to step through: send it
+ *  to the slide viewer when vna has built it as a slide. */
+async function showWholeSlide(series) {
+  const uid = tagValue(series, '0020000E');
+  state.frames = [];
+  img.hidden = true;
+  fill(position, '');
+  const box = document.getElementById('wsi');
+  box.hidden = false;
+  let slide = null;
+  try {
+    slide = slideList(await getJSON('/slides')).find((x) => slideField(x, 'series_instance_uid') === uid);
+  } catch (err) {
+    showError(status, err);
+  }
+  if (slide && slide.status === 'ready') {
+    fill(box, 'Whole-slide image: ', el('a', {href: `/slides/${encodeURIComponent(slide.id)}/view`, id: 'wsi-link'},
+      `open ${slide.name || slide.id} in the slide viewer`));
+  } else {
+    fill(box, `Whole-slide image${slide ? ` (slide ${slide.status})` : ''}: not viewable as a slide yet.`);
+  }
+}
+
+function hideWholeSlide() {
+  img.hidden = false;
+  document.getElementById('wsi').hidden = true;
 }
 
 function seriesButton(s, index) {

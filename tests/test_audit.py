@@ -5,15 +5,19 @@ and the database refusing edits."""
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
 import sqlite3
 import time
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import pytest
 import requests
 
 from tests.test_auth import make_key, rsa_key, secure_server, stow  # noqa: F401 (fixtures)
 from tests.test_auth_login import PASSWORD, add_user, login
+from vna.audit.syslog import SyslogSink
 from vna.audit.trail import AuditTrail
 from vna.index.factory import make_index
 from vna.index.security import AuditQuery, AuditRecord
@@ -152,3 +156,74 @@ def test_audit_rows_survive_a_clean_shutdown(tmp_path: Path):
     count = conn.execute("SELECT COUNT(*) FROM audit WHERE action = 'query' AND who = 'dev'")
     assert count.fetchone()[0] == 20
     conn.close()
+
+
+# -- syslog ----------------------------------------------------------------------
+SYSLOG_HEADER = re.compile(rb"^<(\d+)>1 (\S+) (\S+) vna (\d+) DICOM\+RFC3881 - \xef\xbb\xbf")
+
+
+def parse_syslog(frame: bytes) -> tuple[int, ET.Element]:
+    m = SYSLOG_HEADER.match(frame)
+    assert m, frame[:120]
+    return int(m.group(1)), ET.fromstring(frame[m.end() :])
+
+
+def tcp_frames(data: bytes) -> list[bytes]:
+    """RFC 6587 octet counting: 'LEN SP MSG' repeated."""
+    out = []
+    while data:
+        length, _, rest = data.partition(b" ")
+        out.append(rest[: int(length)])
+        data = rest[int(length) :]
+    return out
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_events_go_to_syslog_as_dicom_audit_messages(tmp_path: Path, transport: str):
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    collector = socket.socket(socket.AF_INET, kind)
+    collector.bind(("127.0.0.1", 0))
+    collector.settimeout(30)
+    if transport == "tcp":
+        collector.listen(1)
+    port = collector.getsockname()[1]
+    index = make_index(f"sqlite:///{tmp_path / 'index.db'}")
+    await index.open()
+    try:
+        trail = AuditTrail(index, SyslogSink(f"{transport}://127.0.0.1:{port}", "VNA-TEST"))
+        trail.start()
+        now = time.time()
+        trail.record(
+            AuditRecord(now, "k1", "key", "store", "success", ip="10.1.2.3", study_uid="1.2.3")
+        )
+        trail.record(AuditRecord(now, "mallory", "user", "login", "failure", ip="10.9.9.9"))
+        await trail.close()
+    finally:
+        await index.close()
+    if transport == "udp":
+        frames = [collector.recvfrom(65536)[0] for _ in range(2)]
+    else:
+        conn, _ = collector.accept()
+        conn.settimeout(30)
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+        conn.close()
+        frames = tcp_frames(data)
+    collector.close()
+    assert len(frames) == 2
+    (pri_store, store), (pri_login, login_msg) = (parse_syslog(f) for f in frames)
+    assert pri_store == 10 * 8 + 5 and pri_login == 10 * 8 + 4  # authpriv notice / warning
+    event = store.find("EventIdentification")
+    assert event.get("EventActionCode") == "C" and event.get("EventOutcomeIndicator") == "0"
+    assert event.find("EventID").get("csd-code") == "110104"
+    who = store.find("ActiveParticipant")
+    assert (who.get("UserID"), who.get("NetworkAccessPointID")) == ("key:k1", "10.1.2.3")
+    assert store.find("AuditSourceIdentification").get("AuditSourceID") == "VNA-TEST"
+    obj = store.find("ParticipantObjectIdentification")
+    assert obj.get("ParticipantObjectID") == "1.2.3"
+    assert obj.find("ParticipantObjectIDTypeCode").get("csd-code") == "110180"
+    login_event = login_msg.find("EventIdentification")
+    assert login_event.find("EventID").get("csd-code") == "110114"
+    assert login_event.find("EventTypeCode").get("csd-code") == "110122"
+    assert login_event.get("EventOutcomeIndicator") != "0"

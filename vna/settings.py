@@ -54,6 +54,7 @@ class Settings:
     session_hours: float = 8.0
     tls_cert: str = ""
     tls_key: str = ""
+    audit_syslog: str = ""  # udp://HOST:PORT or tcp://HOST:PORT: DICOM audit messages
 
     @property
     def storage_url(self) -> str:

@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator, Hashable
 
 from aiohttp import web
 
+from vna.audit.syslog import SyslogSink
 from vna.auth.roles import PRINCIPAL
 from vna.errors import VnaError
 from vna.index.security import AuditRecord, SecurityIndex
-from vna.keys import INDEX
+from vna.keys import INDEX, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,9 @@ _STOP = None
 
 
 class AuditTrail:
-    def __init__(self, index: SecurityIndex) -> None:
+    def __init__(self, index: SecurityIndex, sink: SyslogSink | None = None) -> None:
         self.index = index
+        self.sink = sink  # a syslog collector also gets every event
         self._queue: asyncio.Queue[AuditRecord | None] = asyncio.Queue()
         self._recent: dict[Hashable, float] = {}
         self._task: asyncio.Task[None] | None = None
@@ -72,6 +74,8 @@ class AuditTrail:
         self._queue.put_nowait(_STOP)
         await self._task
         self._task = None
+        if self.sink is not None:
+            await asyncio.to_thread(self.sink.close)
 
     async def _run(self) -> None:
         stop = False
@@ -95,12 +99,15 @@ class AuditTrail:
         for attempt in range(3):
             try:
                 await self.index.append_audit(batch)
-                return
+                break
             except VnaError:
                 log.warning("audit write failed (attempt %d)", attempt + 1, exc_info=True)
                 await asyncio.sleep(0.5 * (attempt + 1))
-        for rec in batch:  # never silently: the log keeps what the index could not
-            log.error("audit event not stored: %s", rec)
+        else:
+            for rec in batch:  # never silently: the log keeps what the index could not
+                log.error("audit event not stored: %s", rec)
+        if self.sink is not None:
+            await asyncio.to_thread(self.sink.send, batch)
 
 
 AUDIT = web.AppKey("audit", AuditTrail)
@@ -108,7 +115,9 @@ AUDIT = web.AppKey("audit", AuditTrail)
 
 async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context; must come after the one opening the index (it closes first)."""
-    trail = AuditTrail(app[INDEX])
+    settings = app[SETTINGS]
+    sink = SyslogSink(settings.audit_syslog, settings.ae_title) if settings.audit_syslog else None
+    trail = AuditTrail(app[INDEX], sink)
     app[AUDIT] = trail
     trail.start()
     try:

@@ -93,6 +93,11 @@ def test_accesses_are_recorded_and_readable_by_auditors(secure_server):  # noqa:
     # only auditors (and admins) read the trail
     assert requests.get(s.url + "/api/audit", headers=clinician, timeout=30).status_code == 403
     assert requests.get(s.url + "/api/audit", headers=uploader, timeout=30).status_code == 403
+    # a deletion is recorded with the patient the study belonged to
+    admin = make_key(s, "admin")
+    assert requests.delete(f"{s.dicomweb}/studies/{study}", headers=admin, timeout=30).ok
+    deleted = wait_for(s, auditor, lambda it: len(it) == 1, study=study, action="delete")
+    assert [(i["patient_id"], i["outcome"]) for i in deleted] == [(ds.PatientID, "success")]
     bad = requests.get(
         s.url + "/api/audit", params={"since": "yesterday"}, headers=auditor, timeout=30
     )

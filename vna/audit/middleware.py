@@ -20,6 +20,7 @@ from vna.auth.roles import AUDIT as AUDIT_PERMISSION
 from vna.auth.roles import SLIDE_PREFIXES
 from vna.errors import VnaError, http_status
 from vna.index.security import AuditRecord
+from vna.keys import INDEX
 from vna.web import ADMIN, PUBLIC, STORE, Handler, route_permission
 
 STUDY_IN_URL = re.compile(r"/studies/([0-9.]+)")
@@ -31,6 +32,8 @@ async def audit_middleware(request: web.Request, handler: Handler) -> web.Stream
     permission = route_permission(request)
     if permission == PUBLIC or AUDIT not in request.app:
         return await handler(request)
+    # once deleted, the study can no longer tell the trail whose it was
+    patient = await _patient_of(request) if request.method == "DELETE" else None
     status, response = 500, None
     try:
         response = await handler(request)
@@ -46,10 +49,12 @@ async def audit_middleware(request: web.Request, handler: Handler) -> web.Stream
         status = 499  # the client went away
         raise
     finally:
-        record_request(request, permission, status, response)
+        record_request(request, permission, status, response, patient)
 
 
 def action_of(request: web.Request, permission: str, path: str) -> str:
+    if request.match_info.route.resource is None:
+        return "other"  # no such route: a 404, or a 401 for the anonymous
     if request.method == "DELETE":
         return "delete"
     if permission == STORE:
@@ -78,8 +83,24 @@ def _first(params, *names: str) -> str | None:
     return None
 
 
+async def _patient_of(request: web.Request) -> str | None:
+    info = request.match_info
+    if "study" not in info:
+        return None
+    try:
+        recs = await request.app[INDEX].instances(info["study"], info.get("series"))
+    except VnaError:
+        return None
+    values = recs[0].metadata.get("00100020", {}).get("Value") if recs else None
+    return str(values[0]) if values else None
+
+
 def record_request(
-    request: web.Request, permission: str, status: int, response: web.StreamResponse | None
+    request: web.Request,
+    permission: str,
+    status: int,
+    response: web.StreamResponse | None,
+    patient: str | None = None,
 ) -> None:
     rec = base_record(request, "", outcome_of(status))
     rec.action = action_of(request, permission, rec.route)
@@ -90,7 +111,7 @@ def record_request(
         params, "SeriesInstanceUID", "0020000E", "seriesUID"
     )
     rec.sop_uid = info.get("instance") or _first(params, "SOPInstanceUID", "00080018", "objectUID")
-    rec.patient_id = _first(params, "PatientID", "00100020")
+    rec.patient_id = patient or _first(params, "PatientID", "00100020")
     if rec.route.startswith(SLIDE_PREFIXES):
         rec.slide_id = info.get("id")
     if rec.action == "query":

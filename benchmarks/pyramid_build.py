@@ -104,19 +104,14 @@ def codec_bound(
     return (level0 / dec + reduced / enc) / cores, dec, enc
 
 
-def timed(
-    fn: Callable[[str, str, int, int], None], svs: str, workers: int, quality: int, runs: int
-) -> list[float]:
-    times = []
-    for _ in range(runs):
-        out = tempfile.mkdtemp(prefix="bench-", dir=os.environ.get("BENCH_TMP"))
-        try:
-            t = time.perf_counter()
-            fn(svs, out, workers, quality)
-            times.append(time.perf_counter() - t)
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
-    return times
+def timed(fn: Callable[[str, str, int, int], None], svs: str, workers: int, quality: int) -> float:
+    out = tempfile.mkdtemp(prefix="bench-", dir=os.environ.get("BENCH_TMP"))
+    try:
+        t = time.perf_counter()
+        fn(svs, out, workers, quality)
+        return time.perf_counter() - t
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def main() -> None:
@@ -137,10 +132,12 @@ def main() -> None:
     )
     mp = args.width * args.height / 1e6
     tools = {"vna": run_vna, "dzsave": run_dzsave, "deepzoom": run_deepzoom}
-    results: dict[str, list[float]] = {}
-    for name in args.tools.split(","):
-        results[name] = timed(tools[name], svs, args.workers, args.quality, args.runs)
-        print(f"  {name}: {', '.join(f'{x:.2f}' for x in results[name])} s", flush=True)
+    names = args.tools.split(",")
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for run in range(args.runs):  # interleaved, so a busy spell on the machine hits every tool
+        for name in names:
+            results[name].append(timed(tools[name], svs, args.workers, args.quality))
+            print(f"  run {run + 1} {name}: {results[name][-1]:.2f} s", flush=True)
     bound, dec, enc = codec_bound(svs, args.width, args.height, args.workers, args.quality)
     base = statistics.median(results.get("vna", [float("nan")]))
     print(f"\n{args.workers} workers, JPEG Q{args.quality}, median of {args.runs} runs\n")

@@ -70,7 +70,8 @@ async def test_svs_pyramid_levels_content_and_zarr(
     assert info.level_sizes == [tiler.level_size(W, H, k) for k in range(info.levels)]
     assert max(info.level_sizes[-1]) <= 256 < max(info.level_sizes[-2])
     assert seen[-1][0] == seen[-1][1] == tiler.Pyramid(W, H, 256, 16).tile_count
-    assert info.passthrough_tiles == 8 * 6  # every level-0 tile copied, none re-encoded
+    # interior level-0 tiles copied; edge tiles (padded black by the synthetic scanner) re-encoded
+    assert info.passthrough_tiles == 7 * 5
 
     group = await zarr_group(blob_store, "slides/s1")
     for k, (w, h) in enumerate(info.level_sizes):
@@ -92,7 +93,7 @@ async def test_level0_passthrough_bytes_and_pixels(blob_store: BlobStore, svs: s
     with tifffile.TiffFile(svs) as tif:
         page = tif.pages[0]
         source = page.asarray()
-        for col, row in [(0, 0), (3, 2), (7, 5)]:  # (7, 5) is the bottom-right edge tile
+        for col, row in [(0, 0), (3, 2), (6, 4)]:  # interior tiles: passed through
             jpeg = await tiler.read_tile(blob_store, "slides/p", 0, col, row)
             assert jpeg[:2] == b"\xff\xd8" and jpeg[-2:] == b"\xff\xd9"
             # the stored bytes hold the source tile's entropy-coded data unchanged
@@ -106,6 +107,11 @@ async def test_level0_passthrough_bytes_and_pixels(blob_store: BlobStore, svs: s
             assert np.array_equal(
                 px[:h, :w], source[row * 256 : row * 256 + h, col * 256 : col * 256 + w]
             )
+        # the bottom-right edge tile: its black scanner padding replaced by the background
+        jpeg = await tiler.read_tile(blob_store, "slides/p", 0, 7, 5)
+        px = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")).astype(int)
+        assert psnr(px[: H - 5 * 256, : W - 7 * 256], source[5 * 256 :, 7 * 256 :]) >= 35
+        assert px[H - 5 * 256 + 8 :].min() >= 240 and px[:, W - 7 * 256 + 8 :].min() >= 240
 
 
 async def test_shard_index_and_object_count(blob_store: BlobStore, svs: str) -> None:
@@ -182,7 +188,7 @@ async def test_tile_size_240_and_forced_256(blob_store: BlobStore) -> None:
 async def test_generic_tiff(blob_store: BlobStore) -> None:
     path = str(make_tiled_tiff(default_cache_dir(), 1500, 1100, tile=512))
     info = await tiler.build_pyramid(path, blob_store, "slides/gen", workers=2)
-    assert info.vendor == "generic-tiff" and info.tile_size == 512 and info.passthrough_tiles == 9
+    assert info.vendor == "generic-tiff" and info.tile_size == 512 and info.passthrough_tiles == 4
     with openslide.OpenSlide(path) as s:
         ref = np.asarray(s.read_region((0, 0), 0, (1500, 1100)))[:, :, :3]
     group = await zarr_group(blob_store, "slides/gen")
@@ -198,7 +204,7 @@ async def test_dicom_wsi_source(blob_store: BlobStore) -> None:
     folder = make_dicom_wsi(default_cache_dir(), svs)
     info = await tiler.build_pyramid(str(folder), blob_store, "slides/dcm", workers=2)
     assert (info.width, info.height, info.vendor, info.tile_size) == (W, H, "dicom", 256)
-    assert info.mpp == (0.25, 0.25) and info.passthrough_tiles == 8 * 6
+    assert info.mpp == (0.25, 0.25) and info.passthrough_tiles == 7 * 5
     assert {"label", "macro", "thumbnail"} <= set(info.associated)
     group = await zarr_group(blob_store, "slides/dcm")
     for k in range(info.levels):
@@ -225,3 +231,25 @@ async def test_dzi_tiles(blob_store: BlobStore, svs: str, reference: np.ndarray)
     assert psnr(px, area_average(reference, 16)) >= 30
     dot = await tiler.dzi_tile(blob_store, "slides/dzi", 0, 0, 0)
     assert Image.open(io.BytesIO(dot)).size == (1, 1)
+
+
+async def test_icc_profile_kept(blob_store: BlobStore) -> None:
+    path = str(make_svs(default_cache_dir(), 1000, 700, icc=True))
+    info = await tiler.build_pyramid(path, blob_store, "slides/icc", workers=1)
+    with openslide.OpenSlide(path) as s:
+        expected = s.color_profile.tobytes()
+    assert info.icc_profile == "slides/icc/icc_profile.icc"
+    assert await blob_store.get(info.icc_profile) == expected
+
+
+async def test_zipped_dicom_folder(blob_store: BlobStore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import zipfile
+
+    svs = make_svs(default_cache_dir(), 1200, 900, rgb_jpeg=True)
+    folder = make_dicom_wsi(default_cache_dir(), svs)
+    archive = tmp_path / "slide.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(folder.iterdir()):
+            zf.write(f, f"series/{f.name}")
+    info = await tiler.build_pyramid(str(archive), blob_store, "slides/zip", workers=2)
+    assert (info.vendor, info.width, info.height) == ("dicom", 1200, 900)

@@ -31,6 +31,9 @@ ShardSink = Callable[[int, int, int, bytes], None]  # level, shard col, shard ro
 Progress = Callable[[int, int], None]
 
 
+PAD_TOLERANCE = 12  # JPEG ringing near the image edge, not a differently padded tile
+
+
 class _Aborted(Exception):
     """Raised inside a worker when another one failed or the build was cancelled."""
 
@@ -245,18 +248,33 @@ class PyramidBuilder:
         return pixels
 
     def _level0(self, lv: Level, col: int, row: int) -> tuple[np.ndarray, bytes]:
+        """Level-0 pixels and JPEG: the source's own tile when it lies on our grid."""
         t = lv.tile
         raw = self.source.raw_tile(0, col, row) if self.passthrough else None
         if raw is not None:
             pixels = decode_jpeg(raw)
             if pixels.shape[:2] == (t, t):
-                self.passed_through += 1  # racy counter, informational only
-                return self._pad(
-                    pixels.copy() if not pixels.flags.writeable else pixels, lv, col, row
-                ), raw
+                if not pixels.flags.writeable:
+                    pixels = pixels.copy()
+                if self._padding_is_background(pixels, lv, col, row):
+                    with self._lock:
+                        self.passed_through += 1
+                    return self._pad(pixels, lv, col, row), raw
+                # an edge tile padded with something else: re-encode it padded with background
+                pixels = self._pad(pixels, lv, col, row)
+                return pixels, encode_jpeg(pixels, self.quality)
         x, y, w, h = lv.tile_box(col, row)
         region = self.source.read_region(0, x, y, w, h)
         pixels = np.empty((t, t, 3), dtype=np.uint8)
         pixels[:] = self._bg
         pixels[:h, :w] = region
         return pixels, encode_jpeg(pixels, self.quality)
+
+    def _padding_is_background(self, pixels: np.ndarray, lv: Level, col: int, row: int) -> bool:
+        """Whether an edge tile's padding beyond the image already shows the background."""
+        _, _, w, h = lv.tile_box(col, row)
+        bg = self._bg.astype(np.int16)
+        for pad in (pixels[h:], pixels[:h, w:]):
+            if pad.size and int(np.abs(pad.astype(np.int16) - bg).max()) > PAD_TOLERANCE:
+                return False
+        return True

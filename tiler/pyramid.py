@@ -27,7 +27,7 @@ from tiler.geometry import Pyramid, shard_key
 from tiler.jpeg import encode_jpeg
 from tiler.ngff import array_metadata, group_metadata
 from tiler.sources import SlideSource, open_slide
-from vna.errors import Cancelled, SlideError, VnaError
+from vna.errors import BadRequest, Cancelled, SlideError, VnaError
 from vna.storage.base import BlobStore
 
 DEFAULT_TILE = 256
@@ -165,22 +165,26 @@ async def build_pyramid(
 
 
 async def _build(
-    source, store, prefix, loop, workers, tile_size, progress, cancel, quality, shard_tiles
-) -> PyramidInfo:  # type: ignore[no-untyped-def]
+    source: SlideSource,
+    store: BlobStore,
+    prefix: str,
+    loop: asyncio.AbstractEventLoop,
+    workers: int,
+    tile_size: int | None,
+    progress: Callable[[int, int], None] | None,
+    cancel: threading.Event,
+    quality: int,
+    shard_tiles: int,
+) -> PyramidInfo:
+    if shard_tiles < 1 or shard_tiles & (shard_tiles - 1):
+        raise BadRequest("shard_tiles must be a power of two")  # Z order needs aligned squares
     t = choose_tile_size(source, tile_size)
-    w, h = source.dimensions
-    pyramid = Pyramid(w, h, t, shard_tiles)
+    pyramid = Pyramid(*source.dimensions, t, shard_tiles)
     writer = _ShardWriter(store, prefix, loop)
     builder = PyramidBuilder(
-        source,
-        pyramid,
-        writer,
-        workers=workers,
-        quality=quality,
-        passthrough=(t == source.tile_size),
-        progress=progress,
-        cancel=cancel,
-    )
+        source, pyramid, writer, workers=workers, quality=quality,
+        passthrough=(t == source.tile_size), progress=progress, cancel=cancel,
+    )  # fmt: skip
 
     def run() -> None:
         try:
@@ -199,30 +203,40 @@ async def _build(
         raise
     if cancel.is_set():
         raise Cancelled("pyramid build cancelled")
-    info = PyramidInfo(
+    info = _info(source, prefix, pyramid, quality, builder.passed_through)
+    await _write_extras(source, store, prefix, info)
+    await _publish(store, prefix, pyramid, source.mpp, info)
+    return info
+
+
+def _info(
+    source: SlideSource, prefix: str, pyramid: Pyramid, quality: int, passed: int
+) -> PyramidInfo:
+    return PyramidInfo(
         prefix=prefix,
         build_id=uuid.uuid4().hex,
-        width=w,
-        height=h,
+        width=pyramid.width,
+        height=pyramid.height,
         levels=len(pyramid.levels),
-        tile_size=t,
-        shard_tiles=shard_tiles,
+        tile_size=pyramid.tile,
+        shard_tiles=pyramid.shard_tiles,
         level_sizes=[(lv.width, lv.height) for lv in pyramid.levels],
         mpp=source.mpp,
         objective_power=source.objective_power,
         vendor=source.vendor,
         background=source.background,
         quality=quality,
-        passthrough_tiles=builder.passed_through,
+        passthrough_tiles=passed,
         properties=dict(source.properties),
     )
-    await _write_extras(source, store, prefix, info)
+
+
+async def _publish(store: BlobStore, prefix: str, pyramid: Pyramid, mpp, info: PyramidInfo) -> None:  # type: ignore[no-untyped-def]
+    """Array metadata, then the group's root zarr.json last: the pyramid becomes visible."""
     for lv in pyramid.levels:
-        await store.put(f"{prefix}/{lv.index}/zarr.json", _json(array_metadata(lv, quality)))
-    name = prefix.rsplit("/", 1)[-1]
-    root = group_metadata(pyramid, source.mpp, name, info.to_json())
-    await store.put(f"{prefix}/zarr.json", _json(root))  # last: the pyramid is now visible
-    return info
+        await store.put(f"{prefix}/{lv.index}/zarr.json", _json(array_metadata(lv, info.quality)))
+    root = group_metadata(pyramid, mpp, prefix.rsplit("/", 1)[-1], info.to_json())
+    await store.put(f"{prefix}/zarr.json", _json(root))
 
 
 async def _write_extras(

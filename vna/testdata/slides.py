@@ -162,7 +162,7 @@ def _encoded_tiles(
 
 
 def _write_tiled(
-    tw, renderer, width, height, tile, scale, quality, rgb_jpeg, description, subfiletype=0
+    tw, renderer, width, height, tile, scale, quality, rgb_jpeg, description, subfiletype=0, icc=None
 ) -> None:  # type: ignore[no-untyped-def]
     probe = _encode(np.full((tile, tile, 3), 200, np.uint8), quality, rgb_jpeg)
     tables, _ = _split_tables(probe)
@@ -178,10 +178,17 @@ def _write_tiled(
         jpegtables=tables,
         description=description,
         subfiletype=subfiletype,
+        iccprofile=icc,
         resolution=(1e4 / MPP / scale, 1e4 / MPP / scale),
         resolutionunit="CENTIMETER",
         metadata=None,
     )
+
+
+def _srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
 def _label(width: int = 400, height: int = 400) -> np.ndarray:
@@ -221,15 +228,17 @@ def make_svs(
     rgb_jpeg: bool = False,
     quality: int = 80,
     seed: int = 1,
+    icc: bool = False,
 ) -> Path:
     """An Aperio-style SVS OpenSlide reports as vendor 'aperio' (MPP 0.25, AppMag 40).
 
     Layout as Aperio writes it: tiled JPEG level 0 (abbreviated tiles + JPEGTables),
     a stripped thumbnail, reduced levels by 4, then label and macro (NewSubfileType).
-    ``rgb_jpeg`` stores the JPEG components as RGB (Photometric RGB, no Adobe marker).
+    ``rgb_jpeg`` stores the JPEG components as RGB (Photometric RGB, no Adobe marker);
+    ``icc`` embeds an sRGB ICC profile in level 0 (OpenSlide reports it as the slide's).
     """
     name = (
-        f"synthetic-{width}x{height}-t{tile}-{'rgb' if rgb_jpeg else 'ycc'}-q{quality}-s{seed}.svs"
+        f"synthetic-{width}x{height}-t{tile}-{'rgb' if rgb_jpeg else 'ycc'}-q{quality}-s{seed}{'-icc' if icc else ''}.svs"
     )
 
     def write(path: str) -> None:
@@ -237,7 +246,8 @@ def make_svs(
         head = f"Aperio Image Library v12.0.15 \r\n{width}x{height} [0,0 {width}x{height}] ({tile}x{tile}) JPEG/RGB Q={quality}"
         desc = f"{head}|AppMag = 40|MPP = {MPP}|ScanScope ID = SYNTH|Filename = synthetic|Date = 01/02/26"
         with tifffile.TiffWriter(path, bigtiff=True) as tw:
-            _write_tiled(tw, r, width, height, tile, 1.0, quality, rgb_jpeg, desc)
+            profile = _srgb_profile() if icc else None
+            _write_tiled(tw, r, width, height, tile, 1.0, quality, rgb_jpeg, desc, icc=profile)
             tscale = max(width, height) / 768
             thumb = r.render(0, 0, int(width / tscale), int(height / tscale), tscale)
             tw.write(

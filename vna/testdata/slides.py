@@ -162,7 +162,17 @@ def _encoded_tiles(
 
 
 def _write_tiled(
-    tw, renderer, width, height, tile, scale, quality, rgb_jpeg, description, subfiletype=0, icc=None
+    tw,
+    renderer,
+    width,
+    height,
+    tile,
+    scale,
+    quality,
+    rgb_jpeg,
+    description,
+    subfiletype=0,
+    icc=None,
 ) -> None:  # type: ignore[no-untyped-def]
     probe = _encode(np.full((tile, tile, 3), 200, np.uint8), quality, rgb_jpeg)
     tables, _ = _split_tables(probe)
@@ -237,9 +247,7 @@ def make_svs(
     ``rgb_jpeg`` stores the JPEG components as RGB (Photometric RGB, no Adobe marker);
     ``icc`` embeds an sRGB ICC profile in level 0 (OpenSlide reports it as the slide's).
     """
-    name = (
-        f"synthetic-{width}x{height}-t{tile}-{'rgb' if rgb_jpeg else 'ycc'}-q{quality}-s{seed}{'-icc' if icc else ''}.svs"
-    )
+    name = f"synthetic-{width}x{height}-t{tile}-{'rgb' if rgb_jpeg else 'ycc'}-q{quality}-s{seed}{'-icc' if icc else ''}.svs"
 
     def write(path: str) -> None:
         r = TissueRenderer(width, height, seed)

@@ -161,7 +161,8 @@ def orthanc_target(work: Path) -> Iterator[Target]:
     cfg = work / "orthanc.json"
     cfg.write_text(json.dumps(config))
     with open(work / "orthanc.log", "wb") as log:
-        proc = subprocess.Popen([exe, str(cfg)], stdout=log, stderr=log)
+        # dcmtk inside Orthanc sets TCP_NODELAY only when asked, as for the senders
+        proc = subprocess.Popen([exe, str(cfg)], env=dcmtk_env(), stdout=log, stderr=log)
         if not wait_echo(AE_ORTHANC, port, proc):
             stop(proc)
             raise RuntimeError(f"Orthanc did not start; see {work / 'orthanc.log'}")
@@ -347,6 +348,8 @@ def main() -> None:
     if args.serve_sink:
         return serve_sink(args.serve_sink)
 
+    # SIGTERM unwinds like Ctrl-C, so the servers started here are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="cstore-bench-"))
     try:
         files = make_instances(work / "in", args.count, args.size)
@@ -358,10 +361,15 @@ def main() -> None:
                 times = measure(name, files, procs, args.runs, work)
                 results[(name, procs)] = statistics.median(times)
         report(results, len(files), mb, args.targets.split(","), args.procs)
-        how = "`vna serve`" if VNA_MODE.get("serve") else "archive + DimseService (this script)"
-        print(f"\nvna ran as: {how}")
+        if "vna" in results_names(results):
+            how = "`vna serve`" if VNA_MODE.get("serve") else "archive + DimseService (this script)"
+            print(f"\nvna ran as: {how}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def results_names(results: dict[tuple[str, int], float]) -> set[str]:
+    return {name for name, _ in results}
 
 
 def report(

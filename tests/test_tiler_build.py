@@ -253,3 +253,17 @@ async def test_zipped_dicom_folder(blob_store: BlobStore, tmp_path) -> None:  # 
             zf.write(f, f"series/{f.name}")
     info = await tiler.build_pyramid(str(archive), blob_store, "slides/zip", workers=2)
     assert (info.vendor, info.width, info.height) == ("dicom", 1200, 900)
+
+
+async def test_dicom_wsi_with_ycbcr_frames_marked_rgb(
+    blob_store: BlobStore, svs: str, reference: np.ndarray
+) -> None:
+    """wsidicomizer marks the YCbCr frames of this SVS with APP14 transform=0 (RGB);
+    the DICOM header says YBR_FULL_422, and the stored tiles must decode as OpenSlide shows."""
+    folder = make_dicom_wsi(default_cache_dir(), svs)
+    await tiler.build_pyramid(str(folder), blob_store, "slides/ybr", workers=2)
+    jpeg = await tiler.read_tile(blob_store, "slides/ybr", 0, 2, 2)
+    for px in (np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")), tiler.decode_jpeg(jpeg)):
+        assert psnr(px, reference[512:768, 512:768]) >= 35
+    group = await zarr_group(blob_store, "slides/ybr")
+    assert psnr(np.asarray(group["1"][:]).transpose(1, 2, 0), area_average(reference, 2)) >= 35

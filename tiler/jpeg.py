@@ -73,16 +73,32 @@ def splice_tables(tile: bytes, tables: bytes | None) -> bytes:
     return tile[:2] + body + tile[2:]
 
 
-def mark_rgb(data: bytes) -> bytes:
-    """Add an Adobe APP14 transform=0 (and drop JFIF APP0, which would win) to RGB-coded JPEG."""
+def set_colour_transform(data: bytes, transform: int) -> bytes:
+    """Put one Adobe APP14 with the given transform (0 = RGB, 1 = YCbCr) right after SOI.
+
+    Any JFIF APP0 goes too: decoders let JFIF win and would assume YCbCr.
+    """
     drop = [(s, e) for m, s, e in segments(data) if m in (APP0, APP14)]
-    out = bytearray(data[:2] + ADOBE_RGB)
+    out = bytearray(data[:2] + ADOBE_RGB[:-1] + bytes([transform]))
     pos = 2
     for s, e in drop:
         out += data[pos:s]
         pos = e
     out += data[pos:]
     return bytes(out)
+
+
+def mark_rgb(data: bytes) -> bytes:
+    """Mark RGB-coded JPEG (Aperio's Photometric RGB tiles) so decoders skip YCbCr->RGB."""
+    return set_colour_transform(data, 0)
+
+
+def adobe_transform(data: bytes) -> int | None:
+    """The transform flag of the stream's Adobe APP14 marker, None without one."""
+    for m, s, e in segments(data):
+        if m == APP14 and data[s + 4 : s + 9] == b"Adobe" and e - s >= 16:
+            return data[s + 15]
+    return None
 
 
 def encode_tile(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 85) -> bytes:

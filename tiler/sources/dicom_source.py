@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from wsidicom import WsiDicom
 
-from tiler.jpeg import mark_rgb
+from tiler.jpeg import adobe_transform, mark_rgb, set_colour_transform
 from tiler.sources.base import WHITE, SourceLevel
 from vna.errors import SlideError
 
@@ -113,7 +113,13 @@ class DicomSource:
             data = self._wsi.read_encoded_tile(0, (col, row), crop_to_image_boundary=False)
         except Exception:  # absent in a TILED_SPARSE instance: read_region fills it
             return None
-        return mark_rgb(data) if self._rgb else data
+        if self._rgb:
+            return mark_rgb(data)
+        if adobe_transform(data) == 0:
+            # YBR frames claiming RGB: opentile (under wsidicomizer) adds that marker to every
+            # SVS tile, YCbCr ones too; DICOM's PhotometricInterpretation is the truth.
+            return set_colour_transform(data, 1)
+        return data
 
     def close(self) -> None:
         self._wsi.close()

@@ -174,3 +174,21 @@ def test_peak_memory_does_not_grow_with_slide_area() -> None:
     rss_small, rss_large = peak_rss_kib(small), peak_rss_kib(large)
     # a level held whole would add 8192*6144*3 bytes = 150 MB for the large slide alone
     assert rss_large < 1.2 * rss_small, (rss_small, rss_large)
+
+
+async def test_root_metadata_appears_only_when_complete(tmp_path: Path, svs: Path) -> None:
+    from vna.storage.fs import FileStore
+
+    root = tmp_path / "store" / "slides" / "vis" / "zarr.json"
+    seen: list[bool] = []
+    shards_seen: list[int] = []
+
+    def progress(done: int, total: int) -> None:  # runs on the builder's thread
+        seen.append(root.exists())
+        shards_seen.append(len(list((tmp_path / "store" / "slides").rglob("c/0/*/*"))))
+
+    await tiler.build_pyramid(
+        str(svs), FileStore(str(tmp_path / "store")), "slides/vis", workers=2, progress=progress
+    )
+    assert seen and not any(seen) and max(shards_seen) > 0  # shards were there, the root was not
+    assert root.exists()

@@ -140,7 +140,8 @@ def negotiation_contexts(
       For storage the requestor's first is what it holds (a modality offering
       JPEG 2000 then Explicit VR has a JPEG 2000 file): reorder to its preference,
       so instances are archived as they are, never converted on the way in.
-    - proposed private or unknown storage classes get a context: archived, not refused.
+    - every proposed storage class gets a context, private and unknown ones too:
+      archived, not refused.
     """
     by_uid = {str(cx.abstract_syntax): cx for cx in supported}
     storage: dict[str, PresentationContext] = {}

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 from pynetdicom import AE, _config
 from pynetdicom import events as evt
-from pynetdicom.presentation import AllStoragePresentationContexts, build_context
+from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -41,7 +41,6 @@ from vna.dimse.net import (
     LoopBridge,
     negotiation_contexts,
     set_nodelay,
-    storage_context,
 )
 from vna.dimse.peers import PeerRegistry
 from vna.settings import Settings
@@ -75,8 +74,12 @@ def configure_pynetdicom() -> None:
 
 
 def supported_contexts() -> list[Any]:
+    """The non-storage services.  Storage contexts are made per association for
+    what the requestor proposes (``negotiation_contexts``): any storage class,
+    known or not, in the requestor's transfer syntax order.  Listing the ~170
+    storage classes here would also cost a deep copy of them per association
+    (pynetdicom copies the server's contexts into each one), ~50-150 ms."""
     contexts = [build_context(Verification)]
-    contexts += [storage_context(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
     contexts += [build_context(uid, ACCEPTED_TRANSFER_SYNTAXES[:3]) for uid in QR_MODELS]
     contexts.append(build_context(StorageCommitmentPushModel))
     return contexts

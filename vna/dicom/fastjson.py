@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import re
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from pydicom.charset import python_encoding
@@ -107,6 +108,14 @@ _IS_RE = re.compile(r" *[+-]?[0-9]+ *")
 _DS_RE = re.compile(r" *[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})? *")
 
 _implicit_vrs: dict[int, str] = {}
+_KEYS: dict[int, str] = {}  # tag -> "GGGGEEEE", for the public tags met so far
+
+
+def _key(tag: int) -> str:
+    key = f"{tag:08X}"
+    if not tag >> 16 & 1 and len(_KEYS) < 8192:
+        _KEYS[tag] = key
+    return key
 
 
 def _implicit_vr(tag: int) -> str:
@@ -217,28 +226,44 @@ def _strings(raw: bytes, vr: str, codec: str) -> list[str] | None:
     raise Unsupported(f"VR {vr}")
 
 
+def _at(raw: bytes, codec: str) -> list[str] | None:
+    if len(raw) % 4:
+        raise Unsupported("AT value of odd length")
+    pairs = struct.unpack(f"<{len(raw) // 2}H", raw)
+    return [f"{g << 16 | e:08X}" for g, e in zip(pairs[::2], pairs[1::2], strict=True)] or None
+
+
+def _number_converter(vr: str) -> Callable[[bytes, str], list[Any] | None]:
+    return lambda raw, codec: _numbers(raw, vr)
+
+
+def _string_converter(vr: str) -> Callable[[bytes, str], list[Any] | None]:
+    return lambda raw, codec: _strings(raw, vr, codec)
+
+
+# VR -> (raw value, text codec) -> the JSON "Value" list, or None when empty
+_CONVERTERS: dict[str, Callable[[bytes, str], list[Any] | None]] = {
+    **{vr: _number_converter(vr) for vr in _NUMBER_FORMATS},
+    **{vr: _string_converter(vr) for vr in _STRING_VRS | _TEXT_VRS | _SINGLE_VRS},
+    "UI": _string_converter("UI"),
+    "AE": _string_converter("AE"),
+    "UR": _string_converter("UR"),
+    "IS": lambda raw, codec: _is(raw),
+    "DS": lambda raw, codec: _ds(raw),
+    "PN": _pn,
+    "AT": _at,
+}
+
+
 def value_json(vr: str, raw: bytes, codec: str) -> dict[str, Any]:
-    """The JSON of a non-sequence, non-bulk value."""
-    if vr in _NUMBER_FORMATS:
-        value: list[Any] | None = _numbers(raw, vr)
-    elif vr == "IS":
-        value = _is(raw)
-    elif vr == "DS":
-        value = _ds(raw)
-    elif vr == "PN":
-        value = _pn(raw, codec)
-    elif vr == "AT":
-        if len(raw) % 4:
-            raise Unsupported("AT value of odd length")
-        pairs = struct.unpack(f"<{len(raw) // 2}H", raw)
-        value = [f"{g << 16 | e:08X}" for g, e in zip(pairs[::2], pairs[1::2], strict=True)] or None
-    elif vr in BULK_VRS:
-        if vr == "UN":
-            raise Unsupported("explicit UN: pydicom looks the VR up")
+    """The JSON of a non-sequence value that is not bulk data."""
+    convert = _CONVERTERS.get(vr)
+    if convert is not None:
+        value = convert(raw, codec)
+        return {"vr": vr, "Value": value} if value is not None else {"vr": vr}
+    if vr in BULK_VRS and vr != "UN":
         return {"vr": vr, "InlineBinary": base64.b64encode(raw).decode()} if raw else {"vr": vr}
-    else:
-        value = _strings(raw, vr, codec)
-    return {"vr": vr, "Value": value} if value is not None else {"vr": vr}
+    raise Unsupported("explicit UN: pydicom looks the VR up")
 
 
 class FastDecoder:
@@ -253,76 +278,86 @@ class FastDecoder:
         out, _ = self.dataset(0, len(self.buf), [], DEFAULT_CODEC, 0, delimited=False)
         return out
 
-    def _header(self, pos: int) -> tuple[int, str, int, int]:
-        """(tag, vr, value offset, length) of the element at ``pos``."""
-        if pos + 8 > len(self.buf):
-            raise Unsupported("header past the end")
-        g, e, vr_bytes, short = _HEADER(self.buf, pos)
-        tag = g << 16 | e
-        if self.implicit or g == 0xFFFE:
-            (length,) = _U32(self.buf, pos + 4)
-            if g == 0xFFFE:
-                return tag, "", pos + 8, length
-            return tag, (_implicit_vr(tag) if e else "UL"), pos + 8, length
-        vr = _VR_OF_BYTES.get(vr_bytes)
-        if vr is None:
-            raise Unsupported("unknown VR")
-        if vr in _LONG_VRS:
-            if pos + 12 > len(self.buf):
-                raise Unsupported("header past the end")
-            return tag, vr, pos + 12, _U32(self.buf, pos + 8)[0]
-        return tag, vr, pos + 8, short
-
     def dataset(
         self, pos: int, end: int, path: list[str], codec: str, depth: int, *, delimited: bool
     ) -> tuple[dict[str, Any], int]:
         """Elements from ``pos`` to ``end`` (or, ``delimited``, to the item delimiter);
         returns the JSON and the offset after them."""
+        buf, implicit, size = self.buf, self.implicit, len(self.buf)
         found: dict[int, dict[str, Any]] = {}
-        text_seen = False
+        last, ordered, text_seen = -1, True, False
         while pos < end:
-            tag, vr, start, length = self._header(pos)
-            if tag == ITEM_DELIM and delimited:
-                return self._sorted(found), start
-            if tag >> 16 == 0xFFFE:
+            if pos + 8 > size:
+                raise Unsupported("header past the end")
+            g, e, vr_bytes, length = _HEADER(buf, pos)
+            tag = g << 16 | e
+            if g == 0xFFFE:
+                if tag == ITEM_DELIM and delimited:
+                    return self._keyed(found, ordered), pos + 8
                 raise Unsupported("stray delimiter")
+            if implicit:
+                (length,) = _U32(buf, pos + 4)
+                vr, start = (_implicit_vr(tag) if e else "UL"), pos + 8
+            else:
+                vr = _VR_OF_BYTES.get(vr_bytes, "")
+                if vr in _LONG_VRS:
+                    if pos + 12 > size:
+                        raise Unsupported("header past the end")
+                    (length,) = _U32(buf, pos + 8)
+                    start = pos + 12
+                elif vr:
+                    start = pos + 8
+                else:
+                    raise Unsupported("unknown VR")
             if not depth and tag in PIXEL_TAGS:
                 break  # as dcmread(stop_before_pixels=True)
-            if tag in found:
-                raise Unsupported("duplicate tag")
+            if tag <= last:
+                if tag == last or tag in found:
+                    raise Unsupported("duplicate tag")
+                ordered = False
+            last = tag
             if " or " in vr:  # implicit 'OB or OW' & co: pydicom resolves it per dataset
                 raise Unsupported(f"ambiguous VR {vr}")
-            if length == UNDEFINED:
-                found[tag], pos = self._undefined(tag, vr, start, path, codec, depth)
-                continue
-            stop = start + length
-            if stop > end:
-                raise Unsupported("value past the end")
-            pos = stop
             if tag == CHARSET_TAG:
-                if text_seen:
-                    raise Unsupported("Specific Character Set after text")
-                codec = charset_codec(self.buf[start:stop], codec)
+                if text_seen or length == UNDEFINED or start + length > end:
+                    raise Unsupported("odd Specific Character Set")
+                codec = charset_codec(buf[start : start + length], codec)
             elif vr in _CHARSET_VRS or vr == "SQ":
                 text_seen = True
-            if tag & 0xFFFF == 0 or tag >> 16 == 2 or tag == 0xFFFCFFFC:
-                continue  # group lengths, file meta, trailing padding are left out
+            if length == UNDEFINED:
+                found[tag], pos = self._undefined(tag, vr, start, path, codec, depth)
+                if pos > end:
+                    raise Unsupported("value past the end")
+                continue
+            pos = start + length
+            if pos > end:
+                raise Unsupported("value past the end")
+            if not e or g == 2 or tag == 0xFFFCFFFC:
+                continue  # group lengths, file meta, trailing padding: left out
             if vr == "SQ":
-                found[tag] = self._sequence(tag, start, stop, path, codec, depth)
-            elif vr in BULK_VRS and length > self.threshold:
+                found[tag] = self._sequence(tag, start, pos, path, codec, depth)
+            elif length > self.threshold and vr in BULK_VRS:
                 found[tag] = self._bulk(tag, vr, path)
             else:
-                found[tag] = value_json(vr, self.buf[start:stop], codec)
+                convert = _CONVERTERS.get(vr)
+                if convert is None:
+                    found[tag] = value_json(vr, buf[start:pos], codec)
+                elif (value := convert(buf[start:pos], codec)) is not None:
+                    found[tag] = {"vr": vr, "Value": value}
+                else:
+                    found[tag] = {"vr": vr}
         if delimited:
             raise Unsupported("item without delimiter")
-        return self._sorted(found), pos
+        return self._keyed(found, ordered), pos
 
     @staticmethod
-    def _sorted(found: dict[int, dict[str, Any]]) -> dict[str, Any]:
-        return {f"{tag:08X}": found[tag] for tag in sorted(found)}
+    def _keyed(found: dict[int, dict[str, Any]], ordered: bool) -> dict[str, Any]:
+        keys = _KEYS
+        tags = found if ordered else sorted(found)
+        return {keys.get(tag) or _key(tag): found[tag] for tag in tags}
 
     def _bulk(self, tag: int, vr: str, path: list[str]) -> dict[str, Any]:
-        return {"vr": vr, "BulkDataURI": self.prefix + "/".join([*path, f"{tag:08X}"])}
+        return {"vr": vr, "BulkDataURI": self.prefix + "/".join([*path, _key(tag)])}
 
     def _undefined(
         self, tag: int, vr: str, start: int, path: list[str], codec: str, depth: int

@@ -41,6 +41,7 @@ _CHUNK = 1 << 20
 MAX_INFLATED = 256 << 20  # deflated datasets are inflated in memory
 DEFER_SIZE = 1024  # values above this stay on disk while parsing
 FAST_LIMIT = 8 << 20  # the fast path reads the dataset before the pixels into memory
+HEAD_BYTES = 1 << 20  # read at once: all of a small instance, the headers of a big one
 NATIVE_TS = frozenset({IMPLICIT_LE, "1.2.840.10008.1.2.1"})
 REQUIRED_UIDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
 
@@ -96,8 +97,11 @@ class ParsedInstance:
         )
 
 
-def _hashes(fp: BinaryIO, meta_end: int) -> tuple[str, str]:
+def _hashes(fp: BinaryIO, meta_end: int, head: bytes, size: int) -> tuple[str, str]:
     """SHA-256 of the whole file and of the dataset after the file meta group."""
+    if len(head) == size:  # the whole file is in memory already
+        view = memoryview(head)
+        return hashlib.sha256(view).hexdigest(), hashlib.sha256(view[meta_end:]).hexdigest()
     whole, identity = hashlib.sha256(), hashlib.sha256()
     fp.seek(0)
     head = fp.read(meta_end)
@@ -124,16 +128,16 @@ def _inflate(fp: BinaryIO, meta_end: int) -> bytes:
 
 
 def _walk(
-    fp: BinaryIO, size: int, meta_end: int, ts: str
+    fp: BinaryIO, size: int, meta_end: int, ts: str, head: bytes
 ) -> tuple[Walker, list[Element], bytes | None]:
     """Map the top-level elements, checking every length against the file; a
     deflated dataset comes back inflated as well."""
     inflated = None
     if ts in DEFLATED:
         inflated = _inflate(fp, meta_end)
-        fp, size, meta_end = io.BytesIO(inflated), len(inflated), 0
-    implicit = detect_implicit(fp, meta_end, size, ts == IMPLICIT_LE)
-    walker = Walker(fp, size, implicit=implicit, little=ts != EXPLICIT_BE)
+        fp, size, meta_end, head = io.BytesIO(inflated), len(inflated), 0, inflated
+    implicit = detect_implicit(fp, meta_end, size, ts == IMPLICIT_LE, head)
+    walker = Walker(fp, size, implicit=implicit, little=ts != EXPLICIT_BE, head=head)
     elements, _ = walker.elements(meta_end)
     return walker, elements, inflated
 
@@ -253,51 +257,64 @@ def _fast_values(
         raise Unsupported("large dataset: pydicom leaves big values on disk")
     if inflated is not None:
         buf = inflated[:end]
+    elif end <= len(walker.head):
+        buf = walker.head[start:end]
     else:
         fp.seek(start)
         buf = fp.read(end - start)
     return _Values(fast=dataset_json_fast(buf, walker.implicit))
 
 
-def _map(
-    fp: BinaryIO, path: str, size: int, fast: bool = True
-) -> tuple[str, int, Walker, dict[int, Element], _Values]:
+@dataclass(slots=True)
+class _Mapped:
+    ts: str
+    meta_end: int
+    head: bytes  # the first HEAD_BYTES of the file (all of a small one)
+    walker: Walker
+    top: dict[int, Element]
+    values: _Values
+
+
+def _map(fp: BinaryIO, path: str, size: int, fast: bool = True) -> _Mapped:
     """Read the file meta, walk and check the dataset, decode its small values
     (from the bytes when the fast decoder can, else with pydicom)."""
-    meta, meta_end = read_file_meta(fp, size)
+    fp.seek(0)
+    head = fp.read(min(size, HEAD_BYTES))  # one read: headers, values, hashes
+    meta, meta_end = read_file_meta(fp, size, head)
     if 0x00020010 not in meta:
         raise InvalidDicom("the file meta group has no TransferSyntaxUID (0002,0010)")
     ts = check_uid("TransferSyntaxUID", meta[0x00020010].decode("ascii", "replace"))
-    walker, elements, inflated = _walk(fp, size, meta_end, ts)
+    walker, elements, inflated = _walk(fp, size, meta_end, ts, head)
     try:
         if not fast:
             raise Unsupported("pydicom asked for")
         values = _fast_values(fp, walker, elements, meta_end, inflated)
     except Unsupported:
         values = _Values(ds=_read_values(path, ts in DEFLATED))
-    return ts, meta_end, walker, {el.tag: el for el in elements}, values
+    return _Mapped(ts, meta_end, head, walker, {el.tag: el for el in elements}, values)
 
 
 def _parse_open(fp: BinaryIO, path: str, size: int, fast: bool = True) -> ParsedInstance:
-    ts, meta_end, walker, top, values = _map(fp, path, size, fast)
-    uids = {name: check_uid(name, values.get(name)) for name in REQUIRED_UIDS}
-    num_frames, frame_map = _frame_map(fp, walker, top, values, ts)
-    metadata = values.metadata()
+    m = _map(fp, path, size, fast)
+    uids = {name: check_uid(name, m.values.get(name)) for name in REQUIRED_UIDS}
+    num_frames, frame_map = _frame_map(fp, m.walker, m.top, m.values, m.ts)
+    metadata = m.values.metadata()
+    top = m.top
     if (pixel := top.get(0x7FE00010) or top.get(0x7FE00008) or top.get(0x7FE00009)) is not None:
         metadata[f"{pixel.tag:08X}"] = pixel_json(
-            pixel, walker.implicit, values.int("BitsAllocated", 16)
+            pixel, m.walker.implicit, m.values.int("BitsAllocated", 16)
         )
-    whole, identity = _hashes(fp, meta_end)
+    whole, identity = _hashes(fp, m.meta_end, m.head, size)
     return ParsedInstance(
         sop_instance_uid=uids["SOPInstanceUID"],
         sop_class_uid=uids["SOPClassUID"],
         study_instance_uid=uids["StudyInstanceUID"],
         series_instance_uid=uids["SeriesInstanceUID"],
-        transfer_syntax_uid=ts,
+        transfer_syntax_uid=m.ts,
         size=size,
         sha256=whole,
         identity=identity,
-        meta_end=meta_end,
+        meta_end=m.meta_end,
         num_frames=num_frames,
         frames=frame_map,
         metadata=metadata,
@@ -321,9 +338,10 @@ def fast_path_reason(path: str | Path) -> str | None:
     (for tests and for finding out why an ingest is slow)."""
 
     def reason(fp: BinaryIO, p: str, size: int) -> str | None:
-        meta, meta_end = read_file_meta(fp, size)
+        head = fp.read(min(size, HEAD_BYTES))
+        meta, meta_end = read_file_meta(fp, size, head)
         ts = check_uid("TransferSyntaxUID", meta.get(0x00020010, b"").decode("ascii", "replace"))
-        walker, elements, inflated = _walk(fp, size, meta_end, ts)
+        walker, elements, inflated = _walk(fp, size, meta_end, ts, head)
         try:
             _fast_values(fp, walker, elements, meta_end, inflated)
         except Unsupported as exc:
@@ -334,8 +352,8 @@ def fast_path_reason(path: str | Path) -> str | None:
 
 
 def _locate(fp: BinaryIO, path: str, size: int) -> tuple[str, int, list[FrameSegments] | None]:
-    ts, _, walker, top, values = _map(fp, path, size)
-    return (ts, *_frame_map(fp, walker, top, values, ts))
+    m = _map(fp, path, size)
+    return (m.ts, *_frame_map(fp, m.walker, m.top, m.values, m.ts))
 
 
 def locate_frames(path: str | Path) -> tuple[str, int, list[FrameSegments] | None]:

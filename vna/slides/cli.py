@@ -68,7 +68,10 @@ async def _add(settings: Settings, paths: list[str], name: str | None) -> int:
                 print(f"not found: {path}", file=sys.stderr)
                 ok = False
                 continue
-            rec = await mgr.create(name or path.name, safe_name(path.name))
+            # created as building: a server's queue sweep must not build it too
+            rec = await mgr.create(
+                name or path.name, safe_name(path.name), status=SlideStatus.BUILDING
+            )
             bar, progress = _bar(path.name)
             with bar:
                 # straight from the user's file: nothing is copied, nothing of theirs deleted
@@ -80,7 +83,7 @@ async def _add(settings: Settings, paths: list[str], name: str | None) -> int:
 async def _build_series(settings: Settings, series_uid: str) -> int:
     async with open_archive(settings) as archive:
         mgr = SlideManager(archive, settings)
-        rec = await mgr.create_from_series(series_uid)
+        rec = await mgr.create_from_series(series_uid, status=SlideStatus.BUILDING)
         bar, progress = _bar(f"series {series_uid[-12:]}")
         with bar:
             rec = await mgr.build_source(rec, progress)  # type: ignore[arg-type]

@@ -201,7 +201,7 @@ class SlideManager:
             raise SlideError(f"series {series_uid} holds no VL Whole Slide Microscopy instances")
         return recs
 
-    async def create_from_series(self, series_uid: str) -> SlideRecord:
+    async def create_from_series(self, series_uid: str, **fields: Any) -> SlideRecord:
         """The slide record of a WSI series (existing one if already made)."""
         slide_id = series_slide_id(series_uid)
         try:
@@ -209,7 +209,7 @@ class SlideManager:
         except NotFound:
             pass
         recs = await self.series_instances(series_uid)
-        fields = dicom_fields(recs[0].metadata)
+        fields |= dicom_fields(recs[0].metadata)
         name = _text(recs[0].metadata, "0008103E") or fields["specimen"] or series_uid
         return await self.create(name, DICOM_SOURCE + series_uid, slide_id=slide_id, **fields)
 

@@ -80,6 +80,18 @@ class Walker:
 
     def header(self, pos: int) -> Element:
         """Decode the element header at ``pos`` (value not read)."""
+        head = self.head
+        if pos + 12 <= len(head):  # in memory: unpack in place (the common case)
+            g, e, vr_bytes, short_len = self._short(head, pos)
+            if g == 0xFFFE or self.implicit:
+                (length,) = self._u32(head, pos + 4)
+                return Element(g << 16 | e, None, pos, pos + 8, length, length == UNDEFINED)
+            vr = _VR_NAMES.get(vr_bytes)
+            if vr in _LONG_VR_NAMES:
+                (length,) = self._u32(head, pos + 8)
+                return Element(g << 16 | e, vr, pos, pos + 12, length, length == UNDEFINED)
+            if vr is not None:
+                return Element(g << 16 | e, vr, pos, pos + 8, short_len, False)
         raw = self._read(pos, 8, "element header")
         g, e, length = self._tag_len(raw)
         tag = g << 16 | e
@@ -156,6 +168,12 @@ class Walker:
         last = self.item_list(pos, depth, owner)[-1]
         return last.offset
 
+
+_VR_NAMES = {vr: vr.decode() for vr in LONG_VRS} | {
+    vr: vr.decode()
+    for vr in b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split()
+}
+_LONG_VR_NAMES = frozenset(vr.decode() for vr in LONG_VRS)
 
 VALID_VRS = frozenset(
     b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN "

@@ -356,6 +356,24 @@ def test_item_character_set_and_encapsulated_icon(tmp_path: Path) -> None:
     assert assert_same(path)[0] == "parsed"
 
 
+@pytest.mark.parametrize("parent", [b"ISO_IR 192", b"ISO_IR 100", None])
+@pytest.mark.parametrize("own", [b"ISO_IR 192", b"ISO_IR 100", b"", None])
+def test_item_character_sets(tmp_path: Path, parent: bytes | None, own: bytes | None) -> None:
+    # an item's own (even empty) Specific Character Set replaces its parent's
+    name = _even("Zoë^Ayşe".encode())
+    item = b"" if own is None else _element(0x00080005, "CS", _even(own))
+    item += _element(0x00100010, "PN", name)
+    elements = [
+        (0x00100010, "PN", name),
+        (0x00081120, "", _sequence(0x00081120, [_item(item, False)], False)),
+    ]
+    if parent is not None:
+        elements.append((0x00080005, "CS", _even(parent)))
+    path = _instance(tmp_path, elements)
+    assert fast_path_reason(path) is None
+    assert assert_same(path)[0] == "parsed"
+
+
 @pytest.mark.parametrize(
     "elements",
     [

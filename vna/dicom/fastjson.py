@@ -41,45 +41,11 @@ _TAG_LEN = struct.Struct("<HHL").unpack_from
 _U32 = struct.Struct("<L").unpack_from
 
 _LONG_VRS = frozenset(
-    ["OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"]
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
 )
-_ALL_VRS = [
-    "AE",
-    "AS",
-    "AT",
-    "CS",
-    "DA",
-    "DS",
-    "DT",
-    "FD",
-    "FL",
-    "IS",
-    "LO",
-    "LT",
-    "OB",
-    "OD",
-    "OF",
-    "OL",
-    "OV",
-    "OW",
-    "PN",
-    "SH",
-    "SL",
-    "SQ",
-    "SS",
-    "ST",
-    "SV",
-    "TM",
-    "UC",
-    "UI",
-    "UL",
-    "UN",
-    "UR",
-    "US",
-    "UT",
-    "UV",
-]
-_VR_OF_BYTES = {vr.encode(): vr for vr in _ALL_VRS}
+_SHORT_VRS = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "PN", "SH"}
+_SHORT_VRS |= {"SL", "SS", "ST", "TM", "UI", "UL", "US"}
+_VR_OF_BYTES = {vr.encode(): vr for vr in _LONG_VRS | _SHORT_VRS}
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _NUMBER_FORMATS = {
     "US": ("H", 2),
@@ -132,12 +98,13 @@ def _implicit_vr(tag: int) -> str:
     return vr
 
 
-def charset_codec(raw: bytes, parent: str) -> str:
+def charset_codec(raw: bytes) -> str:
     """The Python codec pydicom decodes text with under this Specific Character Set
-    value (its first term), or Unsupported."""
+    value (its first term), or Unsupported.  Present but empty means the default,
+    even in an item whose enclosing dataset has another (as pydicom reads it)."""
     terms = raw.decode("latin-1").rstrip(" \x00").split("\\")
     if terms == [""]:
-        return parent  # present but empty: the enclosing dataset's
+        return DEFAULT_CODEC
     if any(t not in python_encoding for t in terms[1:]):
         raise Unsupported("unknown character set term")
     codec = python_encoding.get(terms[0] or "ISO_IR 6")
@@ -321,7 +288,7 @@ class FastDecoder:
             if tag == CHARSET_TAG:
                 if text_seen or length == UNDEFINED or start + length > end:
                     raise Unsupported("odd Specific Character Set")
-                codec = charset_codec(buf[start : start + length], codec)
+                codec = charset_codec(buf[start : start + length])
             elif vr in _CHARSET_VRS or vr == "SQ":
                 text_seen = True
             if length == UNDEFINED:

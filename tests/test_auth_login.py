@@ -38,7 +38,7 @@ def login(server: LiveServer, name: str, password: str, **kw) -> requests.Respon
 def test_login_page_is_public_and_script_free(server):
     r = requests.get(server.url + "/login", timeout=30)
     assert r.status_code == 200
-    assert "<script" not in r.text.lower() and 'action="/login"' in r.text
+    assert "<script" not in r.text.lower() and '<form method="post"' in r.text
     assert "script-src 'self'" in r.headers["Content-Security-Policy"]
 
 
@@ -91,6 +91,21 @@ def test_form_login_redirects_and_role_applies(server):
         timeout=60,
     )
     assert r.status_code == 303 and r.headers["Location"] == "/"
+    # back to the page that sent the visitor here; never off this site
+    for wanted, lands in [
+        ("/studies/1.2.3/view", "/studies/1.2.3/view"),
+        ("//evil.example/x", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+    ]:
+        again = requests.post(
+            server.url + "/login",
+            params={"next": wanted},
+            data={"username": "ula", "password": PASSWORD},
+            allow_redirects=False,
+            timeout=60,
+        )
+        assert (again.status_code, again.headers["Location"]) == (303, lands), wanted
     # signed in, but an uploader reads nothing
     assert (
         requests.get(server.dicomweb + "/studies", cookies=r.cookies, timeout=30).status_code == 403

@@ -44,7 +44,7 @@ LOGIN_PAGE = """<!doctype html>
 <link rel="stylesheet" href="/static/css/viewer.css"></head>
 <body><main class="login">
 <h1>Sign in</h1>
-<form method="post" action="/login">
+<form method="post"><!-- no action: posts to this URL, ?next= included -->
 <label>User <input name="username" autocomplete="username" required autofocus></label>
 <label>Password <input name="password" type="password" autocomplete="current-password" required>
 </label>
@@ -52,6 +52,15 @@ LOGIN_PAGE = """<!doctype html>
 </form>
 </main></body></html>
 """
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after a form sign-in: a path on this site only (no open redirect)."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return "/"
+    if any(c in value for c in "\r\n\\") or any(ord(c) < 32 for c in value):
+        return "/"
+    return value
 
 
 def lock_seconds(failures: int) -> float:
@@ -129,7 +138,8 @@ async def _start_session(request: web.Request, name: str, form: bool) -> web.Str
     await index.add_session(SessionRecord(sha256_hex(token), name, csrf, now, now + ttl))
     record_event(request, "login", "success", who=name, who_kind="user", role=user.role, status=200)
     if form:
-        resp = web.Response(status=303, headers={"Location": "/"})
+        target = safe_next(request.query.get("next"))
+        resp = web.Response(status=303, headers={"Location": target})
     else:
         resp = web.json_response({"user": name, "role": user.role, "csrf": csrf})
     secure = secure_cookies(request)

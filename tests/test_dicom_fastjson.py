@@ -412,3 +412,41 @@ def test_edge_values_mostly_take_the_fast_path(tmp_path: Path) -> None:
     ]
     assert sum(r is None for r in reasons) > 0.8 * len(reasons)
     assert "IS value pydicom would repair" in reasons and "escape sequence" in reasons
+
+
+@pytest.mark.parametrize(
+    "tag, vr, value",
+    [
+        (0x00280008, "IS", b"2 "),  # NumberOfFrames as it should be
+        (0x00280008, "US", b"\x02\x00"),  # ... with a wrong VR
+        (0x00280008, "IS", b"2\\3 "),  # ... multi-valued
+        (0x00280010, "SS", b"\x04\x00"),  # Rows, wrong VR
+        (0x00280010, "US", b"\x04\x00\x04\x00"),  # Rows, multi-valued
+        (0x00280004, "CS", b"YBR_FULL_422"),
+        (0x00280004, "CS", b"YBR_FULL_422\\MONOCHROME2 "),
+        (0x00080018, "UI", b"1.2\\1.3\0"),  # two SOP Instance UIDs
+        (0x0020000D, "UI", b"\0\0"),  # an empty Study Instance UID
+    ],
+)
+def test_values_the_frame_map_and_identity_read(
+    tmp_path: Path, tag: int, vr: str, value: bytes
+) -> None:
+    elements = {
+        0x00280002: ("US", b"\x01\x00"),
+        0x00280004: ("CS", b"MONOCHROME2 "),
+        0x00280008: ("IS", b"1 "),
+        0x00280010: ("US", b"\x04\x00"),
+        0x00280011: ("US", b"\x04\x00"),
+        0x00280100: ("US", b"\x08\x00"),
+        0x7FE00010: ("OB", b"\x01" * 32),
+    }
+    elements[tag] = (vr, value)
+    uids = (0x00080018, 0x0020000D)
+    path = _instance(tmp_path, [(t, v, x) for t, (v, x) in elements.items() if t not in uids])
+    if tag in uids:  # replace the identifying UID _instance wrote
+        data = path.read_bytes()
+        at = data.rfind(struct.pack("<HH", tag >> 16, tag & 0xFFFF) + b"UI")
+        n = struct.unpack("<H", data[at + 6 : at + 8])[0]
+        path.write_bytes(data[:at] + _element(tag, vr, value) + data[at + 8 + n :])
+    outcome = assert_same(path)
+    assert outcome[0] == ("invalid" if tag in uids else "parsed")

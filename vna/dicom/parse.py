@@ -2,8 +2,12 @@
 
 ``parse_part10`` is synchronous (the archive runs it in a thread) and reads large
 values never: the structural walker (``vna.dicom.walk``) maps and checks the file,
-pydicom decodes the small values (``defer_size``, ``stop_before_pixels``).  Every
-failure is an ``InvalidDicom`` with a message a human can act on.
+and the small values before the pixel data become DICOM JSON straight from the
+bytes (``vna.dicom.fastjson``), or, for what that decoder declines (escape
+sequences, big endian, ambiguous implicit VRs...), through pydicom (``defer_size``,
+``stop_before_pixels``); both give the same result (tests/test_dicom_fastjson.py,
+``parse_part10_pydicom``).  Every failure is an ``InvalidDicom`` with a message a
+human can act on.
 """
 
 from __future__ import annotations
@@ -152,18 +156,18 @@ def _read_values(path: str, deflated: bool) -> Dataset:
         raise InvalidDicom(f"unreadable DICOM dataset: {exc}") from None
 
 
-# keyword -> tag of the values parse needs besides the JSON
+# keyword -> (JSON key, VR) of the values parse needs besides the JSON
 _TAGS = {
-    "SOPInstanceUID": 0x00080018,
-    "SOPClassUID": 0x00080016,
-    "StudyInstanceUID": 0x0020000D,
-    "SeriesInstanceUID": 0x0020000E,
-    "SamplesPerPixel": 0x00280002,
-    "PhotometricInterpretation": 0x00280004,
-    "NumberOfFrames": 0x00280008,
-    "Rows": 0x00280010,
-    "Columns": 0x00280011,
-    "BitsAllocated": 0x00280100,
+    "SOPInstanceUID": ("00080018", "UI"),
+    "SOPClassUID": ("00080016", "UI"),
+    "StudyInstanceUID": ("0020000D", "UI"),
+    "SeriesInstanceUID": ("0020000E", "UI"),
+    "SamplesPerPixel": ("00280002", "US"),
+    "PhotometricInterpretation": ("00280004", "CS"),
+    "NumberOfFrames": ("00280008", "IS"),
+    "Rows": ("00280010", "US"),
+    "Columns": ("00280011", "US"),
+    "BitsAllocated": ("00280100", "US"),
 }
 _MULTIPLE = object()  # a value of VM > 1 (pydicom: a MultiValue)
 
@@ -174,13 +178,17 @@ class _Values:
 
     def __init__(self, ds: Dataset | None = None, fast: dict[str, Any] | None = None) -> None:
         self.ds, self.fast = ds, fast
-        if fast is not None and any(
-            self._fast_get(k) is _MULTIPLE for k in REQUIRED_UIDS
-        ):  # the error would quote pydicom's MultiValue repr: let pydicom answer
-            raise Unsupported("multi-valued identifying UID")
+        if fast is not None:
+            for keyword, (key, vr) in _TAGS.items():
+                found = fast.get(key)
+                if found is not None and found["vr"] != vr:
+                    raise Unsupported(f"{keyword} encoded as {found['vr']}")
+            if any(self._fast_get(k) is _MULTIPLE for k in REQUIRED_UIDS):
+                # the error would quote pydicom's MultiValue repr: let pydicom answer
+                raise Unsupported("multi-valued identifying UID")
 
     def _fast_get(self, keyword: str) -> object:
-        found = self.fast.get(f"{_TAGS[keyword]:08X}") if self.fast is not None else None
+        found = self.fast.get(_TAGS[keyword][0]) if self.fast is not None else None
         if found is None:
             return None
         value = found.get("Value")

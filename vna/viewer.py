@@ -93,6 +93,10 @@ async def static_file(request: web.Request) -> web.StreamResponse:
     return _file_response(path, cache)
 
 
+async def favicon(request: web.Request) -> web.StreamResponse:
+    return _file_response(STATIC_DIR / "favicon.svg", "public, max-age=86400")
+
+
 PAGES = {
     "/": "index.html",
     "/slides/{slide}/view": "slide.html",
@@ -102,7 +106,12 @@ PAGES = {
 
 def viewer_routes() -> list[Route]:
     pages = [Route("GET", path, _page(name), PUBLIC) for path, name in PAGES.items()]
-    return [*pages, Route("GET", "/static/{path:.+}", static_file, PUBLIC)]
+    return [
+        *pages,
+        Route("GET", "/static/{path:.+}", static_file, PUBLIC),
+        # browsers ask for it on pages without <link rel=icon> (the sign-in page)
+        Route("GET", "/favicon.ico", favicon, PUBLIC),
+    ]
 
 
 def setup_viewer(app: web.Application) -> None:

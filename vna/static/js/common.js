@@ -39,12 +39,16 @@ export class HttpError extends Error {
   }
 }
 
+let signingIn = false;
+
 /** GET url and parse JSON; throws HttpError with the server's message on failure. */
 export async function getJSON(url, accept = 'application/json') {
   const resp = await fetch(url, {headers: {Accept: accept}});
   if (resp.status === 401) {
-    // not signed in (or the session expired): the login form comes back to '/'
-    location.assign('/login');
+    // not signed in (or the session expired): the login form comes back to '/'.
+    // Several calls fail at once; one navigation is enough.
+    if (!signingIn) location.assign('/login');
+    signingIn = true;
     throw new HttpError(401, 'Sign in to see this.');
   }
   if (!resp.ok) {

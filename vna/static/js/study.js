@@ -106,6 +106,7 @@ async function showWholeSlide(series) {
   const uid = tagValue(series, '0020000E');
   state.frames = [];
   img.hidden = true;
+  document.querySelector('.frame-tools').hidden = true; // no windows or images to step through
   fill(position, '');
   const box = document.getElementById('wsi');
   box.hidden = false;
@@ -125,6 +126,7 @@ async function showWholeSlide(series) {
 
 function hideWholeSlide() {
   img.hidden = false;
+  document.querySelector('.frame-tools').hidden = false;
   document.getElementById('wsi').hidden = true;
 }
 

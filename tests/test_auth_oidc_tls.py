@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import ipaddress
 import json
+import secrets
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import jwt
 import pytest
@@ -159,3 +163,114 @@ def test_serve_over_tls_with_secure_cookies(tmp_path: Path):
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+# -- browser sign-in at the issuer (authorization code + PKCE) --------------------
+@pytest.fixture
+def idp() -> Iterator[dict]:
+    """A small OpenID provider: /authorize (answers at once), /token (checks the
+    PKCE verifier against the challenge), /jwks.json."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    state: dict = {"codes": {}, "claims": {}, "nonce": None}
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, status: int, body: dict | None = None, location: str = "") -> None:
+            data = json.dumps(body or {}).encode()
+            self.send_response(status)
+            if location:
+                self.send_header("Location", location)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802
+            url = urlsplit(self.path)
+            if url.path == "/jwks.json":
+                return self._send(200, {"keys": [jwk(key.public_key(), "idp", "RS256")]})
+            q = dict(parse_qsl(url.query))
+            assert q["response_type"] == "code" and q["code_challenge_method"] == "S256"
+            code = secrets.token_urlsafe(16)
+            state["codes"][code] = q
+            back = q["redirect_uri"] + "?" + urlencode({"code": code, "state": q["state"]})
+            self._send(302, location=back)
+
+        def do_POST(self) -> None:  # noqa: N802
+            length = int(self.headers["Content-Length"])
+            form = dict(parse_qsl(self.rfile.read(length).decode()))
+            asked = state["codes"].pop(form.get("code"), None)
+            digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+            challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+            if (
+                asked is None
+                or challenge != asked["code_challenge"]
+                or form.get("redirect_uri") != asked["redirect_uri"]
+                or form.get("client_id") != asked["client_id"]
+            ):
+                return self._send(400, {"error": "invalid_grant"})
+            nonce = state["nonce"] or asked["nonce"]
+            token = jwt.encode(
+                claims(aud=asked["client_id"], nonce=nonce, **state["claims"]),
+                key,
+                "RS256",
+                headers={"kid": "idp"},
+            )
+            self._send(200, {"id_token": token, "access_token": "opaque", "token_type": "Bearer"})
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    state["url"] = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_browser_sign_in_at_the_issuer_with_pkce(tmp_path: Path, idp):
+    settings = make_settings(tmp_path / "data")
+    settings.dev = False
+    settings.oidc_issuer, settings.oidc_audience = ISSUER, AUDIENCE
+    settings.oidc_jwks_url = idp["url"] + "/jwks.json"
+    settings.oidc_client_id = "vna-web"
+    settings.oidc_authorize_url = idp["url"] + "/authorize"
+    settings.oidc_token_url = idp["url"] + "/token"
+    idp["claims"] = {"role": "pathologist", "site": ["A", "B"], "preferred_username": "pat"}
+    for server in start_server(settings):
+        browser = requests.Session()
+        r = browser.get(
+            server.url + "/login/oidc", params={"next": "/studies/1.2.3/view"}, timeout=60
+        )
+        assert [h.status_code for h in r.history] == [303, 302, 303]
+        assert r.status_code == 200 and r.url == server.url + "/studies/1.2.3/view"
+        who = browser.get(server.url + "/api/whoami", timeout=30).json()
+        assert (who["kind"], who["name"], who["role"], who["sites"]) == (
+            "user", "oidc:pat", "pathologist", ["A", "B"],
+        )  # fmt: skip
+        assert browser.get(server.dicomweb + "/studies", timeout=30).status_code == 200
+
+        # a callback that does not match the sign-in the browser started
+        forged = browser.get(
+            server.url + "/login/oidc/callback", params={"code": "x", "state": "y"}, timeout=30
+        )
+        assert forged.status_code == 401
+        # an ID token for another sign-in (replayed nonce) is refused
+        idp["nonce"] = "someone-elses-nonce"
+        replay = requests.Session().get(server.url + "/login/oidc", timeout=60)
+        assert replay.status_code == 401 and "nonce" in replay.text
+        # no sign-in in progress at all
+        assert requests.get(server.url + "/login/oidc/callback", timeout=30).status_code == 401
+
+
+def test_local_users_cannot_take_issuer_names(tmp_path: Path):
+    refused = subprocess.run(
+        [VNA, "users", "add", "oidc:pat", "--role", "admin", "--data", str(tmp_path)],
+        input=PASSWORD + "\n",
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "oidc:" in refused.stderr

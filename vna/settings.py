@@ -51,6 +51,11 @@ class Settings:
     oidc_algorithms: list[str] = field(default_factory=lambda: ["RS256", "ES256"])
     role_claim: str = "role"  # claim holding the vna role (string or list)
     site_claim: str = "site"  # claim holding the granted site(s)
+    # browser sign-in at the issuer (authorization code + PKCE), optional
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""  # confidential clients only; PKCE works without
+    oidc_authorize_url: str = ""
+    oidc_token_url: str = ""
     session_hours: float = 8.0
     tls_cert: str = ""
     tls_key: str = ""

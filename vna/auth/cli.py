@@ -115,6 +115,8 @@ def users_main(settings: Settings, args: argparse.Namespace) -> int:
     async def go(index: Any) -> int:
         cmd = args.users_command
         if cmd == "add":
+            if args.name.startswith("oidc:"):
+                raise BadRequest("names starting with oidc: are kept for sign-in at the issuer")
             pw_hash = await asyncio.to_thread(hash_password, read_password())
             user = UserRecord(args.name, pw_hash, check_role(args.role), args.site, time.time())
             await index.add_user(user)

@@ -120,14 +120,15 @@ class TokenVerifier:
             return self._jwks.get_signing_key_from_jwt(token).key  # fetches and caches
         return self._key
 
-    def decode(self, token: str) -> dict[str, Any]:
-        """Blocking (may fetch the JWKS): call through asyncio.to_thread."""
+    def decode(self, token: str, audience: str | None = None) -> dict[str, Any]:
+        """Blocking (may fetch the JWKS): call through asyncio.to_thread.
+        ``audience``: another expected ``aud`` (an ID token's is the client id)."""
         try:
             return jwt.decode(
                 token,
                 self._signing_key(token),
                 algorithms=self.algorithms,
-                audience=self.audience,
+                audience=audience or self.audience,
                 issuer=self.issuer,
                 options={"require": ["exp", "iss", "aud"]},
                 leeway=30,
@@ -136,7 +137,9 @@ class TokenVerifier:
             raise Unauthorized(f"invalid bearer token: {exc}") from None
 
     async def principal(self, token: str) -> Principal:
-        claims = await asyncio.to_thread(self.decode, token)
+        return self.principal_of(await asyncio.to_thread(self.decode, token))
+
+    def principal_of(self, claims: dict[str, Any]) -> Principal:
         role = _first_role(claims.get(self.role_claim))
         if role is None:
             raise Forbidden(f"the token grants no vna role in claim {self.role_claim!r}")

@@ -127,19 +127,23 @@ async def login(request: web.Request) -> web.StreamResponse:
         record_event(request, "login", "failure", who=name, who_kind="user", status=401)
         raise Unauthorized("wrong user name or password")
     await index.clear_login_failures(client)
-    return await _start_session(request, name, form)
+    return await start_session(
+        request, name, redirect=safe_next(request.query.get("next")) if form else None
+    )
 
 
-async def _start_session(request: web.Request, name: str, form: bool) -> web.StreamResponse:
+async def start_session(
+    request: web.Request, name: str, *, redirect: str | None = None
+) -> web.Response:
+    """Open a session for user ``name``: a 303 to ``redirect``, or JSON when None."""
     settings, index = request.app[SETTINGS], request.app[INDEX]
     user = await index.get_user(name)
     token, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), time.time()
     ttl = settings.session_hours * 3600
     await index.add_session(SessionRecord(sha256_hex(token), name, csrf, now, now + ttl))
     record_event(request, "login", "success", who=name, who_kind="user", role=user.role, status=200)
-    if form:
-        target = safe_next(request.query.get("next"))
-        resp = web.Response(status=303, headers={"Location": target})
+    if redirect is not None:
+        resp = web.Response(status=303, headers={"Location": redirect})
     else:
         resp = web.json_response({"user": name, "role": user.role, "csrf": csrf})
     secure = secure_cookies(request)

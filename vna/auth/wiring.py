@@ -12,6 +12,7 @@ from vna.audit.trail import audit_ctx
 from vna.auth.credentials import TokenVerifier
 from vna.auth.login import login_routes
 from vna.auth.middleware import VERIFIER, auth_middleware
+from vna.auth.oidc_login import oidc_routes
 from vna.keys import SETTINGS
 from vna.web import add_routes
 
@@ -25,4 +26,4 @@ def setup_security(app: web.Application) -> None:
     if verifier is not None:
         app[VERIFIER] = verifier
     app.cleanup_ctx.append(audit_ctx)
-    add_routes(app, login_routes() + audit_routes())
+    add_routes(app, login_routes() + oidc_routes() + audit_routes())

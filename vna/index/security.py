@@ -106,6 +106,16 @@ def _user(row: Any) -> UserRecord:
     )  # fmt: skip
 
 
+def put_external_user(conn: Conn, user: UserRecord) -> None:
+    """A user signed in elsewhere (OIDC): role and sites follow the last sign-in."""
+    conn.execute(
+        "INSERT INTO users (name, password_hash, role, site, created_at, disabled) "
+        "VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT (name) DO UPDATE SET "
+        "role = excluded.role, site = excluded.site WHERE password_hash = excluded.password_hash",
+        (user.name, user.password_hash, user.role, user.site, user.created_at),
+    )
+
+
 def get_user(conn: Conn, name: str) -> UserRecord | None:
     row = conn.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
     return None if row is None else _user(row)
@@ -261,6 +271,7 @@ class SecurityIndex(Protocol):
 
     async def add_user(self, user: UserRecord) -> None: ...
     async def get_user(self, name: str) -> UserRecord: ...
+    async def put_external_user(self, user: UserRecord) -> None: ...
     async def list_users(self) -> list[UserRecord]: ...
     async def remove_user(self, name: str) -> None: ...
     async def set_password(self, name: str, password_hash: str) -> None: ...
@@ -286,6 +297,9 @@ class SecurityMixin:
 
     async def add_user(self, user: UserRecord) -> None:
         await self._write(add_user, user)
+
+    async def put_external_user(self, user: UserRecord) -> None:
+        await self._write(put_external_user, user)
 
     async def get_user(self, name: str) -> UserRecord:
         user = await self._read(get_user, name)

@@ -176,19 +176,27 @@ def test_peak_memory_does_not_grow_with_slide_area() -> None:
     assert rss_large < 1.2 * rss_small, (rss_small, rss_large)
 
 
-async def test_root_metadata_appears_only_when_complete(tmp_path: Path, svs: Path) -> None:
-    from vna.storage.fs import FileStore
+class RecordingStore:
+    """The real store, with the order of completed puts written down."""
 
-    root = tmp_path / "store" / "slides" / "vis" / "zarr.json"
-    seen: list[bool] = []
-    shards_seen: list[int] = []
+    def __init__(self, inner: BlobStore) -> None:
+        self.inner, self.puts = inner, []  # type: ignore[var-annotated]
 
-    def progress(done: int, total: int) -> None:  # runs on the builder's thread
-        seen.append(root.exists())
-        shards_seen.append(len(list((tmp_path / "store" / "slides").rglob("c/0/*/*"))))
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
 
-    await tiler.build_pyramid(
-        str(svs), FileStore(str(tmp_path / "store")), "slides/vis", workers=2, progress=progress
+    async def put(self, key: str, data: bytes):  # type: ignore[no-untyped-def]
+        info = await self.inner.put(key, data)
+        self.puts.append(key)
+        return info
+
+
+async def test_root_metadata_is_written_last(blob_store: BlobStore, svs: Path) -> None:
+    store = RecordingStore(blob_store)
+    await tiler.build_pyramid(str(svs), store, "slides/vis", workers=2, shard_tiles=4)  # type: ignore[arg-type]
+    assert (
+        store.puts[-1] == "slides/vis/zarr.json" and store.puts.count("slides/vis/zarr.json") == 1
     )
-    assert seen and not any(seen) and max(shards_seen) > 0  # shards were there, the root was not
-    assert root.exists()
+    shards = [k for k in store.puts if "/c/" in k]
+    assert len(shards) > 10 and len(set(shards)) == len(shards)  # each shard written once
+    assert sorted(store.puts) == sorted(await keys(blob_store, "slides/vis/"))

@@ -45,9 +45,10 @@ let signingIn = false;
 export async function getJSON(url, accept = 'application/json') {
   const resp = await fetch(url, {headers: {Accept: accept}});
   if (resp.status === 401) {
-    // not signed in (or the session expired): the login form comes back to '/'.
-    // Several calls fail at once; one navigation is enough.
-    if (!signingIn) location.assign('/login');
+    // not signed in (or the session expired): sign in, then come back to this very
+    // view (hash included).  Several calls fail at once; one navigation is enough.
+    const here = location.pathname + location.search + location.hash;
+    if (!signingIn) location.assign(`/login?next=${encodeURIComponent(here)}`);
     signingIn = true;
     throw new HttpError(401, 'Sign in to see this.');
   }

@@ -40,6 +40,7 @@ def test_login_page_is_public_and_script_free(server):
     assert r.status_code == 200
     assert "<script" not in r.text.lower() and '<form method="post"' in r.text
     assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+    assert "/login/oidc" not in r.text  # no issuer configured, none offered
 
 
 def test_session_cookie_csrf_and_logout(server):

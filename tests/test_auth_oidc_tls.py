@@ -240,6 +240,8 @@ def test_browser_sign_in_at_the_issuer_with_pkce(tmp_path: Path, idp):
     settings.oidc_token_url = idp["url"] + "/token"
     idp["claims"] = {"role": "pathologist", "site": ["A", "B"], "preferred_username": "pat"}
     for server in start_server(settings):
+        page = requests.get(server.url + "/login", params={"next": "/x?a=1&b=<2>"}, timeout=30)
+        assert '<a href="/login/oidc?next=%2Fx%3Fa%3D1%26b%3D%3C2%3E">' in page.text
         browser = requests.Session()
         r = browser.get(
             server.url + "/login/oidc", params={"next": "/studies/1.2.3/view"}, timeout=60

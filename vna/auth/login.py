@@ -9,10 +9,12 @@ it out for a while, longer after each further failure, shared by all processes.
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import secrets
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -50,7 +52,7 @@ LOGIN_PAGE = """<!doctype html>
 </label>
 <button type="submit">Sign in</button>
 </form>
-</main></body></html>
+%ISSUER%</main></body></html>
 """
 
 
@@ -77,7 +79,12 @@ def secure_cookies(request: web.Request) -> bool:
 
 async def login_page(request: web.Request) -> web.Response:
     headers = {**SECURITY_HEADERS, "Cache-Control": "no-cache"}
-    return web.Response(text=LOGIN_PAGE, content_type="text/html", headers=headers)
+    issuer = ""
+    if request.app[SETTINGS].oidc_authorize_url:  # sign-in at the issuer is offered
+        href = "/login/oidc?" + urlencode({"next": safe_next(request.query.get("next"))})
+        issuer = f'<p><a href="{html.escape(href)}">Sign in with your organisation</a></p>\n'
+    text = LOGIN_PAGE.replace("%ISSUER%", issuer)
+    return web.Response(text=text, content_type="text/html", headers=headers)
 
 
 async def _credentials(request: web.Request) -> tuple[str, str, bool]:

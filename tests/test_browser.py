@@ -10,14 +10,10 @@ the wrong zoom or garbage fails, not only a blank one.
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
@@ -26,137 +22,30 @@ import pytest
 import requests
 from PIL import Image
 
-import tests.fixtures_server as fixtures_server
+from tests.browser.support import (
+    CASE,
+    HOSTILE_ID,
+    HOSTILE_SLIDE,
+    PASSWORD,
+    SourceRegion,
+    best_match,
+    dicom_wsi_slide,
+    hash_state,
+    hostile_study,
+    run_driver,
+    store,
+    upload_slide,
+)
 from tests.fixtures_server import LiveServer, free_port, make_settings, start_server
-from vna.app import create_app
-from vna.keys import ARCHIVE
 from vna.testdata import dicom as td
-
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-DRIVER = ROOT / "tests" / "browser" / "viewer.mjs"
-OSD = ROOT / "vna" / "static" / "vendor" / "openseadragon" / "openseadragon.min.js"
-HOSTILE_NAME = "<b>Bold</b>^<script>alert(1)</script><i>x</i>"  # no '=': PN group separator
-HOSTILE_ID = "<script>alert(1)</script>"
-HOSTILE_SLIDE = "<img src=x onerror=alert(1)> biopsy"
-SLIDE_BUILD_TIMEOUT = 180.0
-CASE = {
-    "PatientName": "Slide^Sally",
-    "PatientID": "PATH-042",
-    "AccessionNumber": "S26-0042",
-    "ContainerIdentifier": "S26-0042-A1",
-}
-
-
-def require_browser() -> None:
-    """Fail (not skip): scripts/setup --test installs all of this."""
-    missing = []
-    if shutil.which("node") is None:
-        missing.append("node (Debian package nodejs)")
-    if not CHROMIUM.is_file():
-        missing.append(f"{CHROMIUM} (Debian package chromium)")
-    if not (ROOT / "node_modules" / "playwright-core").is_dir():
-        missing.append("node_modules/playwright-core (npm install)")
-    if not OSD.is_file():
-        missing.append(f"{OSD.relative_to(ROOT)} (the OpenSeadragon copy step)")
-    if missing:
-        pytest.fail(
-            "browser tests need " + ", ".join(missing) + ": run scripts/setup --test", pytrace=False
-        )
-
-
-def slide_service():
-    """vna.slides.service.setup_slides, or None while the slide service does not exist."""
-    try:
-        from vna.slides.service import setup_slides
-    except ImportError:
-        return None
-    return setup_slides
-
-
-def app_with_slides(settings, **kw):
-    """create_app, plus the slide routes if create_app does not register them yet."""
-    app = create_app(settings, **kw)
-    setup = slide_service()
-    wired = any(
-        r.method == "POST" and r.resource.canonical == "/slides" for r in app.router.routes()
-    )
-    if setup is not None and not wired:
-        setup(app)
-    return app
+from vna.testdata import slides as ts
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    mp = pytest.MonkeyPatch()
-    mp.setattr(fixtures_server, "create_app", app_with_slides)
-    try:
-        # a DICOM WSI series becomes a slide once nothing was added for a second
-        settings = make_settings(tmp_path_factory.mktemp("vna") / "data", slide_quiet_seconds=1.0)
-        yield from start_server(settings)
-    finally:
-        mp.undo()
-
-
-def store(server: LiveServer, paths: list[Path]) -> None:
-    archive = server.app[ARCHIVE]
-    for p in paths:
-        result = server.call(archive.store_file(str(p)))
-        assert result.error is None, f"{p}: {result.error}"
-
-
-def hostile_study(directory: Path) -> tuple[str, list[Path]]:
-    """A CT-only study whose patient name and ID are HTML; the page must show them as text."""
-    study = td.make_study(seed=77, modalities=("CT",), n_instances=2)
-    out = []
-    for i, ds in enumerate(study):
-        ds = td.with_value(td.with_value(ds, "PatientName", HOSTILE_NAME), "PatientID", HOSTILE_ID)
-        out.append(td.write(ds, directory / f"{i}.dcm"))
-    return study[0].StudyInstanceUID, out
-
-
-def wait_ready(server: LiveServer, find) -> dict:  # type: ignore[no-untyped-def]
-    """Poll GET /slides until find(list) returns a slide that is ready (or failed)."""
-    deadline = time.monotonic() + SLIDE_BUILD_TIMEOUT
-    while time.monotonic() < deadline:
-        doc = find(requests.get(f"{server.url}/slides", timeout=30).json())
-        if doc and doc["status"] in ("ready", "failed"):
-            assert doc["status"] == "ready", doc.get("reason")
-            return requests.get(f"{server.url}/slides/{doc['id']}", timeout=30).json()
-        time.sleep(0.5)
-    raise AssertionError(f"no slide built in {SLIDE_BUILD_TIMEOUT} s")
-
-
-def upload_slide(server: LiveServer, svs: Path) -> dict:
-    with svs.open("rb") as f:
-        r = requests.post(
-            f"{server.url}/slides",
-            params={"name": HOSTILE_SLIDE},
-            files={"file": (svs.name, f)},
-            timeout=120,
-        )
-    assert r.status_code in (200, 201, 202), r.text
-    slide_id = r.json()["id"]
-    return wait_ready(server, lambda docs: next((d for d in docs if d["id"] == slide_id), None))
-
-
-def dicom_wsi_slide(server: LiveServer, svs: Path, directory: Path) -> tuple[str, dict]:
-    """The same slide as DICOM WSI with a case (patient, accession, specimen), stored
-    like any instances: vna turns the series into a slide once it has been quiet."""
-    from vna.testdata import slides as ts
-
-    paths = []
-    for src in sorted(ts.make_dicom_wsi(ts.default_cache_dir(), svs).iterdir()):
-        ds = pydicom.dcmread(src)
-        for keyword, value in CASE.items():
-            setattr(ds, keyword, value)
-        paths.append(td.write(ds, directory / src.name))
-    first = pydicom.dcmread(paths[0], stop_before_pixels=True)
-    series = first.SeriesInstanceUID
-    store(server, paths)
-    return first.StudyInstanceUID, wait_ready(
-        server, lambda docs: next((d for d in docs if d.get("series_instance_uid") == series), None)
-    )
+    # a DICOM WSI series becomes a slide once nothing was added for a second
+    settings = make_settings(tmp_path_factory.mktemp("vna") / "data", slide_quiet_seconds=1.0)
+    yield from start_server(settings)
 
 
 @pytest.fixture(scope="module")
@@ -167,33 +56,24 @@ def data(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
     store(server, demo)  # consumes the files
     hostile_uid, hostile = hostile_study(tmp / "hostile")
     store(server, hostile)
-    out = {"demo_uid": demo_uid, "hostile_uid": hostile_uid, "svs": None, "slides": {}}
-    if slide_service() is not None:
-        from vna.testdata import slides as ts
-
-        out["svs"] = ts.make_svs(ts.default_cache_dir())
-        uploaded = upload_slide(server, out["svs"])
-        out["wsi_study"], wsi = dicom_wsi_slide(server, out["svs"], tmp / "wsi")
-        out["slides"] = {uploaded["id"]: uploaded, wsi["id"]: wsi}
-        out["uploaded"], out["wsi"] = uploaded["id"], wsi["id"]
-    return out
+    svs = ts.make_svs(ts.default_cache_dir())
+    uploaded = upload_slide(server, svs)
+    wsi_study, wsi = dicom_wsi_slide(server, svs, tmp / "wsi")
+    return {
+        "demo_uid": demo_uid,
+        "hostile_uid": hostile_uid,
+        "svs": svs,
+        "slides": {uploaded["id"]: uploaded, wsi["id"]: wsi},
+        "uploaded": uploaded["id"],
+        "wsi": wsi["id"],
+        "wsi_study": wsi_study,
+    }
 
 
 @pytest.fixture(scope="module")
 def report(server: LiveServer, data: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    require_browser()
     out_dir = tmp_path_factory.mktemp("browser")
-    proc = subprocess.run(
-        ["node", str(DRIVER), server.url, str(out_dir)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, f"driver failed:\n{proc.stderr[-4000:]}"
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["out_dir"] = str(out_dir)
-    return result
+    return {**run_driver("viewer.mjs", server.url, str(out_dir)), "out_dir": str(out_dir)}
 
 
 def demo_uid(data: dict) -> str:
@@ -288,13 +168,7 @@ def test_untrusted_text_is_shown_as_text(report: dict, data: dict) -> None:
 # -- the slide viewer ------------------------------------------------------------------------
 
 
-def need_slide(data: dict) -> None:
-    if not data["slides"]:
-        pytest.xfail("vna.slides.service (POST /slides) does not exist yet")
-
-
 def test_slide_viewer_navigation(report: dict, data: dict) -> None:
-    need_slide(data)
     slide = section(report, "slide")
     assert slide["state"] == "ready", slide.get("status")
     assert urlparse(slide["url"]).path == f"/slides/{opened(report)}/view"
@@ -324,7 +198,6 @@ def opened(report: dict) -> str:
 
 
 def test_slide_case_and_images(report: dict, data: dict) -> None:
-    need_slide(data)
     panels = section(report, "slide")["panels"]
     assert set(panels) == set(data["slides"])
     wsi = panels[data["wsi"]]
@@ -342,12 +215,7 @@ def test_slide_case_and_images(report: dict, data: dict) -> None:
         assert kinds == {"thumbnail": True, "label": True, "macro": True}, panel["associated"]
 
 
-def hash_state(h: str) -> dict[str, float]:
-    return {k: float(v) for k, v in (kv.split("=") for kv in h.lstrip("#").split("&"))}
-
-
 def test_slide_overlays(report: dict, data: dict) -> None:
-    need_slide(data)
     slide = section(report, "slide")
     doc = data["slides"][opened(report)]
     mpp = float(doc["mpp"])
@@ -372,46 +240,7 @@ def test_slide_overlays(report: dict, data: dict) -> None:
     assert props["Objective"].startswith("40×")  # stated (SVS) or 10 µm / mpp (DICOM)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * math.log10(255**2 / mse) if mse else math.inf
-
-
-class SourceRegion:
-    """A level-0 area of the SVS read once by OpenSlide, resampled to any box inside it."""
-
-    def __init__(self, svs: Path, box: tuple[float, float, float, float], margin: int) -> None:
-        import openslide
-
-        x0, y0, x1, y1 = box
-        self.ox, self.oy = math.floor(x0) - margin, math.floor(y0) - margin
-        size = (math.ceil(x1) + margin - self.ox, math.ceil(y1) + margin - self.oy)
-        with openslide.OpenSlide(str(svs)) as s:
-            self.image = s.read_region((self.ox, self.oy), 0, size).convert("RGB")
-
-    def view(self, box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
-        x0, y0, x1, y1 = box
-        local = (x0 - self.ox, y0 - self.oy, x1 - self.ox, y1 - self.oy)
-        return np.asarray(self.image.resize(size, Image.Resampling.BILINEAR, box=local))
-
-
-def best_match(
-    shot: np.ndarray, src: SourceRegion, box: tuple, z: float, reach: float
-) -> tuple[float, float, float]:
-    """(PSNR, dx, dy): the best registration within reach screen pixels.  The drawer
-    may round tile positions to whole device pixels, so allow a pixel or so."""
-    h, w = shot.shape[:2]
-    best = (-math.inf, 0.0, 0.0)
-    steps = np.arange(-reach, reach + 1e-9, 0.5)
-    for dy in steps:
-        for dx in steps:
-            moved = (box[0] + dx / z, box[1] + dy / z, box[2] + dx / z, box[3] + dy / z)
-            best = max(best, (psnr(shot, src.view(moved, (w, h))), float(dx), float(dy)))
-    return best
-
-
 def test_bookmarked_view_is_restored(report: dict, data: dict) -> None:
-    need_slide(data)
     for region in section(report, "slide")["regions"]:
         want, state = region["want"], region["state"]
         assert state["center"] == pytest.approx([want["x"], want["y"]], abs=1.0)
@@ -422,7 +251,6 @@ def test_bookmarked_view_is_restored(report: dict, data: dict) -> None:
 @pytest.mark.parametrize("which", ["uploaded", "wsi"])
 def test_slide_screenshot_matches_source(report: dict, data: dict, which: str) -> None:
     """Both slides come from the same SVS, so both must look like OpenSlide's reading of it."""
-    need_slide(data)
     regions = section(report, "slide")["panels"][data[which]]["regions"]
     assert len(regions) == 2
     for region in regions:
@@ -448,7 +276,6 @@ def test_slide_screenshot_matches_source(report: dict, data: dict, which: str) -
 
 
 def test_slide_tiles_all_answered(report: dict, data: dict) -> None:
-    need_slide(data)
     tiles = [
         r
         for r in report["responses"]
@@ -503,7 +330,6 @@ def test_study_viewer_steps_through_images(report: dict, data: dict) -> None:
 
 
 def test_whole_slide_study_leads_to_slide_viewer(report: dict, data: dict) -> None:
-    need_slide(data)
     wsi = section(report, "study")["wholeSlide"]
     view = f"/slides/{data['wsi']}/view"
     assert wsi["uid"] == data["wsi_study"]
@@ -547,23 +373,11 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServ
         yield srv, study[0].StudyInstanceUID
 
 
-PASSWORD = "correct horse battery"
-
-
 @pytest.fixture(scope="module")
 def sign_in(secured: tuple[LiveServer, str], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    require_browser()
     srv, _ = secured
     out = tmp_path_factory.mktemp("login")
-    proc = subprocess.run(
-        ["node", str(DRIVER.with_name("login.mjs")), srv.url, str(out), "pat", PASSWORD],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, f"driver failed:\n{proc.stderr[-4000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_driver("login.mjs", srv.url, str(out), "pat", PASSWORD)
 
 
 @pytest.mark.xfail(

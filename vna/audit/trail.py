@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 DEDUPE_SECONDS = 300.0
 MAX_BATCH = 500
+PRUNE_AT = 100_000  # remembered (who, object) pairs before old ones are dropped
 MAX_QUEUE = 200_000  # beyond this the index is not keeping up: events are logged instead
 _STOP = None
 
@@ -36,6 +37,7 @@ class AuditTrail:
         self.sink = sink  # a syslog collector also gets every event
         self._queue: asyncio.Queue[AuditRecord | None] = asyncio.Queue()
         self._recent: dict[Hashable, float] = {}
+        self._prune_at = PRUNE_AT
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -46,7 +48,7 @@ class AuditTrail:
             if last is not None and rec.at - last < DEDUPE_SECONDS:
                 return False
             self._recent[dedupe] = rec.at
-            if len(self._recent) > 100_000:
+            if len(self._recent) > self._prune_at:
                 self._prune(rec.at)
         if self._queue.qsize() >= MAX_QUEUE:
             log.error("audit queue full, event not stored: %s", rec)
@@ -62,6 +64,8 @@ class AuditTrail:
 
     def _prune(self, now: float) -> None:
         self._recent = {k: t for k, t in self._recent.items() if now - t < DEDUPE_SECONDS}
+        # still big when busy: prune again only once it has doubled (amortised O(1))
+        self._prune_at = max(PRUNE_AT, 2 * len(self._recent))
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()

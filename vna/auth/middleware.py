@@ -105,6 +105,7 @@ async def authenticate(request: web.Request) -> Principal:
     if principal is None:
         raise Unauthorized("authentication required")
     if request.method not in SAFE_METHODS:
+        request[PRINCIPAL] = principal  # so a refusal is recorded against the user
         check_csrf(request, principal)
     return principal
 

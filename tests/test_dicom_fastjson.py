@@ -450,3 +450,36 @@ def test_values_the_frame_map_and_identity_read(
         path.write_bytes(data[:at] + _element(tag, vr, value) + data[at + 8 + n :])
     outcome = assert_same(path)
     assert outcome[0] == ("invalid" if tag in uids else "parsed")
+
+
+def test_mutated_files(tmp_path: Path) -> None:
+    """Random damage to the dataset (fixed seed): the fast path declines or agrees."""
+    import logging
+    import random
+
+    sources = [
+        td.to_bytes(td.make_ct(seed=1)),
+        td.to_bytes(td.make_mr(seed=4, ts=ImplicitVRLittleEndian)),
+    ]
+    items = [_item(_code(b"A"), False), _item(_code(b"B"), True)]
+    seq = (0x00081032, "", _sequence(0x00081032, items, False))
+    sources.append(_instance(tmp_path, [seq]).read_bytes())
+    rng = random.Random(20261122)
+    path, agreed_fast = tmp_path / "mutated.dcm", 0
+    logging.disable(logging.WARNING)  # pydicom logs every oddity
+    try:
+        for _ in range(300):
+            data = bytearray(rng.choice(sources))
+            start = data.find(b"DICM") + 154
+            for _ in range(rng.randint(1, 3)):
+                at = rng.randrange(start, min(len(data), start + 1500))
+                if rng.random() < 0.8:
+                    data[at] = rng.choice([rng.randrange(256), *b"\\= \0\x1b.09eE+-^"])
+                else:
+                    del data[at : at + rng.randint(1, 8)]
+            path.write_bytes(bytes(data))
+            if assert_same(path)[0] == "parsed" and fast_path_reason(path) is None:
+                agreed_fast += 1
+    finally:
+        logging.disable(logging.NOTSET)
+    assert agreed_fast > 30  # the fast decoder did take part

@@ -20,6 +20,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
+from aiohttp import web
 from PIL import Image
 
 from tests.browser.support import (
@@ -39,6 +40,7 @@ from tests.browser.support import (
 from tests.fixtures_server import LiveServer, free_port, make_settings, start_server
 from vna.testdata import dicom as td
 from vna.testdata import slides as ts
+from vna.viewer import resolve_static
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +124,11 @@ def test_static_files_stay_inside_static_dir(server: LiveServer) -> None:
     assert requests.get(
         server.url + "/static/vendor/openseadragon/openseadragon.min.js", timeout=30
     ).ok
+    # what the route sees after aiohttp decoded the path, whatever the client sent
+    for rel in ["../viewer.py", "js/../../app.py", "/etc/passwd", "js\\..\\..\\app.py", ""]:
+        with pytest.raises(web.HTTPNotFound):
+            resolve_static(rel)
+    assert resolve_static("js/../js/slide.js").name == "slide.js"
 
 
 # -- the list page ------------------------------------------------------------------------
@@ -130,7 +137,7 @@ def test_static_files_stay_inside_static_dir(server: LiveServer) -> None:
 def test_index_lists_and_searches(report: dict, data: dict) -> None:
     index = section(report, "index")
     demo = demo_uid(data)
-    wsi_study = [data["wsi_study"]] if data["slides"] else []
+    wsi_study = [data["wsi_study"]]
     listed = {s["uid"]: s for s in index["all"]["studies"]}
     assert set(listed) == {demo, data["hostile_uid"], *wsi_study}
     assert "'self'" in index["headers"]["csp"] and index["headers"]["nosniff"] == "nosniff"
@@ -144,13 +151,12 @@ def test_index_lists_and_searches(report: dict, data: dict) -> None:
     assert s["modalitySM"]["studies"] == wsi_study
     assert demo in s["dateIncludes"]["studies"] and s["dateExcludes"]["studies"] == []
     assert s["reloaded"] == [demo]  # a search is a bookmarkable address
-    if data["slides"]:
-        assert {x["id"] for x in index["all"]["slides"]} == set(data["slides"])
-        assert set(s["modalitySM"]["slides"]) == set(data["slides"])
-        assert s["modalityMR"]["slides"] == [] and s["byPatientId"]["slides"] == []
-        assert s["bySlidePatient"]["query"] == CASE["PatientID"]
-        assert s["bySlidePatient"]["slides"] == [data["wsi"]]
-        assert s["bySlidePatient"]["studies"] == wsi_study
+    assert {x["id"] for x in index["all"]["slides"]} == set(data["slides"])
+    assert set(s["modalitySM"]["slides"]) == set(data["slides"])
+    assert s["modalityMR"]["slides"] == [] and s["byPatientId"]["slides"] == []
+    assert s["bySlidePatient"]["query"] == CASE["PatientID"]
+    assert s["bySlidePatient"]["slides"] == [data["wsi"]]
+    assert s["bySlidePatient"]["studies"] == wsi_study
 
 
 def test_untrusted_text_is_shown_as_text(report: dict, data: dict) -> None:
@@ -159,10 +165,9 @@ def test_untrusted_text_is_shown_as_text(report: dict, data: dict) -> None:
     assert row["patient"] == "<b>Bold</b>, <script>alert(1)</script><i>x</i>"
     assert HOSTILE_ID in row["cells"]
     assert index["all"]["injected"] == 0
-    if data["slides"]:
-        card = next(c for c in index["all"]["slides"] if c["id"] == data["uploaded"])
-        assert HOSTILE_SLIDE in card["text"]
-        assert section(report, "slide")["panels"][data["uploaded"]]["title"] == HOSTILE_SLIDE
+    card = next(c for c in index["all"]["slides"] if c["id"] == data["uploaded"])
+    assert HOSTILE_SLIDE in card["text"]
+    assert section(report, "slide")["panels"][data["uploaded"]]["title"] == HOSTILE_SLIDE
 
 
 # -- the slide viewer ------------------------------------------------------------------------

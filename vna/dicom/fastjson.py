@@ -122,14 +122,6 @@ def _decode(raw: bytes, codec: str) -> str:
         raise Unsupported("undecodable text") from None
 
 
-def _numbers(raw: bytes, vr: str) -> list[Any] | None:
-    fmt, size = _NUMBER_FORMATS[vr]
-    n, rest = divmod(len(raw), size)
-    if rest:
-        raise Unsupported("number value of odd length")
-    return list(struct.unpack(f"<{n}{fmt}", raw)) if n else None
-
-
 def _is(raw: bytes) -> list[int] | None:
     text = raw.decode("latin-1").rstrip(" \x00")
     if not text.strip(" "):
@@ -170,27 +162,35 @@ def _pn(raw: bytes, codec: str) -> list[dict[str, str]] | None:
     return out
 
 
-def _strings(raw: bytes, vr: str, codec: str) -> list[str] | None:
-    """The Value of a string VR, as pydicom's converter + DataElement give it."""
-    if vr in _STRING_VRS:
-        text = raw.decode("latin-1").rstrip(" \x00")
-        return text.split("\\") if text else None
-    if vr in _TEXT_VRS:
-        values = [v.rstrip("\x00 ") for v in _decode(raw, codec).split("\\")]
-        return values if len(values) > 1 or values[0] else None
-    if vr in _SINGLE_VRS:
-        text = _decode(raw, codec).rstrip("\x00 ")
-        return [text] if text else None
-    if vr == "UI":
-        text = raw.decode("latin-1").rstrip("\x00 ").rstrip(" \x00")
-        return [v.strip() for v in text.split("\\")] if text else None
-    if vr == "AE":
-        values = [v.strip() for v in raw.decode("latin-1").split("\\")]
-        return values if len(values) > 1 or values[0] else None
-    if vr == "UR":
-        text = raw.decode("latin-1").rstrip()
-        return [text] if text else None
-    raise Unsupported(f"VR {vr}")
+# The Value of each string VR, as pydicom's converter + DataElement give it.
+def _string(raw: bytes, codec: str) -> list[str] | None:  # AS CS DA DT TM: convert_string
+    text = raw.decode("latin-1").rstrip(" \x00")
+    return text.split("\\") if text else None
+
+
+def _text(raw: bytes, codec: str) -> list[str] | None:  # SH LO UC: convert_text
+    values = [v.rstrip("\x00 ") for v in _decode(raw, codec).split("\\")]
+    return values if len(values) > 1 or values[0] else None
+
+
+def _single(raw: bytes, codec: str) -> list[str] | None:  # LT ST UT: convert_single_string
+    text = _decode(raw, codec).rstrip("\x00 ")
+    return [text] if text else None
+
+
+def _ui(raw: bytes, codec: str) -> list[str] | None:  # convert_UI, then UID() strips
+    text = raw.decode("latin-1").rstrip("\x00 ")
+    return [v.strip() for v in text.split("\\")] if text else None
+
+
+def _ae(raw: bytes, codec: str) -> list[str] | None:  # convert_AE_string
+    values = [v.strip() for v in raw.decode("latin-1").split("\\")]
+    return values if len(values) > 1 or values[0] else None
+
+
+def _ur(raw: bytes, codec: str) -> list[str] | None:  # convert_UR_string: one value
+    text = raw.decode("latin-1").rstrip()
+    return [text] if text else None
 
 
 def _at(raw: bytes, codec: str) -> list[str] | None:
@@ -201,20 +201,26 @@ def _at(raw: bytes, codec: str) -> list[str] | None:
 
 
 def _number_converter(vr: str) -> Callable[[bytes, str], list[Any] | None]:
-    return lambda raw, codec: _numbers(raw, vr)
+    fmt, size = _NUMBER_FORMATS[vr]
 
+    def convert(raw: bytes, codec: str) -> list[Any] | None:
+        n, rest = divmod(len(raw), size)
+        if rest:
+            raise Unsupported("number value of odd length")
+        return list(struct.unpack(f"<{n}{fmt}", raw)) if n else None
 
-def _string_converter(vr: str) -> Callable[[bytes, str], list[Any] | None]:
-    return lambda raw, codec: _strings(raw, vr, codec)
+    return convert
 
 
 # VR -> (raw value, text codec) -> the JSON "Value" list, or None when empty
 _CONVERTERS: dict[str, Callable[[bytes, str], list[Any] | None]] = {
     **{vr: _number_converter(vr) for vr in _NUMBER_FORMATS},
-    **{vr: _string_converter(vr) for vr in _STRING_VRS | _TEXT_VRS | _SINGLE_VRS},
-    "UI": _string_converter("UI"),
-    "AE": _string_converter("AE"),
-    "UR": _string_converter("UR"),
+    **dict.fromkeys(_STRING_VRS, _string),
+    **dict.fromkeys(_TEXT_VRS, _text),
+    **dict.fromkeys(_SINGLE_VRS, _single),
+    "UI": _ui,
+    "AE": _ae,
+    "UR": _ur,
     "IS": lambda raw, codec: _is(raw),
     "DS": lambda raw, codec: _ds(raw),
     "PN": _pn,

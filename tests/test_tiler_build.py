@@ -267,3 +267,19 @@ async def test_dicom_wsi_with_ycbcr_frames_marked_rgb(
         assert psnr(px, reference[512:768, 512:768]) >= 35
     group = await zarr_group(blob_store, "slides/ybr")
     assert psnr(np.asarray(group["1"][:]).transpose(1, 2, 0), area_average(reference, 2)) >= 35
+
+
+async def test_dct_downscale_matches_the_exact_average(
+    blob_store: BlobStore, svs: str, reference: np.ndarray
+) -> None:
+    fast = await tiler.build_pyramid(svs, blob_store, "slides/fast", workers=2)
+    exact = await tiler.build_pyramid(
+        svs, blob_store, "slides/exact", workers=2, dct_downscale=False
+    )
+    assert fast.passthrough_tiles == exact.passthrough_tiles == 7 * 5
+    a, b = await zarr_group(blob_store, "slides/fast"), await zarr_group(blob_store, "slides/exact")
+    assert np.array_equal(a["0"][:], b["0"][:])
+    for k in range(1, fast.levels):
+        pa, pb = np.asarray(a[str(k)][:]), np.asarray(b[str(k)][:])
+        assert psnr(pa, pb) >= 40
+        assert psnr(pb.transpose(1, 2, 0), area_average(reference, 2**k)) >= 35

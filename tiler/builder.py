@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from tiler.geometry import Level, Pyramid, morton_iter
-from tiler.jpeg import decode_jpeg, encode_jpeg
+from tiler.jpeg import decode_jpeg, decode_jpeg_half, encode_jpeg
 from tiler.shard import build_shard
 from tiler.sources.base import SlideSource
 from vna.errors import Cancelled, SlideError, VnaError
@@ -93,6 +93,7 @@ class PyramidBuilder:
         passthrough: bool = True,
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
+        dct_downscale: bool = True,
     ) -> None:
         if pyramid.tile % 2:
             raise SlideError("tile size must be even")
@@ -100,6 +101,7 @@ class PyramidBuilder:
         self.levels = pyramid.levels
         self.workers = max(0, workers)
         self.passthrough = passthrough
+        self.dct_downscale = dct_downscale
         self.assembler = ShardAssembler(pyramid, sink)
         self.progress = progress
         self.cancel = cancel or threading.Event()
@@ -214,13 +216,32 @@ class PyramidBuilder:
             pixels, data = self._level0(lv, col, row)
         else:
             kids = [
-                (dx, dy, self._reduce(self.levels[k - 1], c, r, self._make(k - 1, c, r, out)))
+                (dx, dy, self._quarter(k - 1, c, r, out))
                 for c, r, dx, dy in lv.children(col, row, self.levels[k - 1])
             ]
             pixels = self._compose(lv, col, row, kids)
             data = encode_jpeg(pixels, self.quality)
         out.append((k, col, row, data))
         return pixels
+
+    def _quarter(self, k: int, col: int, row: int, out: list[Tile]) -> np.ndarray:
+        """Tile (k, col, row) downsampled 2x for its parent; its encoded tiles go to ``out``.
+
+        An interior level-0 tile passed through is decoded straight at half size by
+        libjpeg-turbo's DCT scaling: one step instead of a full decode and a 2x2
+        average, about 2x cheaper, and within ~50 dB of the average.
+        """
+        if k == 0 and self.dct_downscale and self.passthrough:
+            lv = self.levels[0]
+            _, _, w, h = lv.tile_box(col, row)
+            raw = self.source.raw_tile(0, col, row) if (w, h) == (lv.tile, lv.tile) else None
+            half = decode_jpeg_half(raw) if raw is not None else None
+            if half is not None and half.shape[:2] == (lv.tile // 2, lv.tile // 2):
+                with self._lock:
+                    self.passed_through += 1
+                out.append((0, col, row, raw))  # type: ignore[arg-type]
+                return half
+        return self._reduce(self.levels[k], col, row, self._make(k, col, row, out))
 
     def _reduce(self, lv: Level, col: int, row: int, pixels: np.ndarray) -> np.ndarray:
         _, _, w, h = lv.tile_box(col, row)

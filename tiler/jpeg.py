@@ -132,6 +132,19 @@ def _turbojpeg():  # one handle per thread: tjhandles are not thread-safe
     return _turbo.tj
 
 
+def decode_jpeg_half(data: bytes) -> np.ndarray | None:
+    """(H/2, W/2, 3) pixels decoded at half scale in the DCT domain; None if unavailable."""
+    tj = _turbojpeg()
+    if tj is None:
+        return None
+    try:
+        from turbojpeg import TJPF_RGB
+
+        return tj.decode(data, pixel_format=TJPF_RGB, scaling_factor=(1, 2))
+    except Exception:  # corrupt data: the full decoder reports it properly
+        return None
+
+
 def crop_jpeg_lossless(jpeg: bytes, width: int, height: int) -> bytes:
     """The top-left width x height of a JPEG (an edge tile's real pixels) without re-encoding.
 

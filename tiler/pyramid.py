@@ -143,10 +143,13 @@ async def build_pyramid(
     cancel: threading.Event | None = None,
     quality: int = 90,
     shard_tiles: int = DEFAULT_SHARD_TILES,
+    dct_downscale: bool = True,
 ) -> PyramidInfo:
     """Build the pyramid of ``source_path`` under ``prefix``; SlideError / Cancelled on failure.
 
-    ``progress(done, total)`` is called from the builder's thread.  Setting ``cancel``
+    ``progress(done, total)`` is called from the builder's thread.  ``dct_downscale``
+    lets libjpeg-turbo decode passed-through level-0 tiles at half size (DCT scaling)
+    to make level 1; False computes every level with the exact 2x2 average.  Setting ``cancel``
     (or cancelling the awaiting task) stops the build; either way nothing is left
     under the prefix.
     """
@@ -159,8 +162,9 @@ async def build_pyramid(
     try:
         source = await asyncio.to_thread(open_slide, source_path)
         return await _build(
-            source, store, prefix, loop, workers, tile_size, progress, cancel, quality, shard_tiles
-        )
+            source, store, prefix, loop, workers, tile_size, progress, cancel, quality, shard_tiles,
+            dct_downscale,
+        )  # fmt: skip
     except BaseException as exc:
         cancel.set()
         await asyncio.shield(store.delete_prefix(prefix + "/"))
@@ -183,6 +187,7 @@ async def _build(
     cancel: threading.Event,
     quality: int,
     shard_tiles: int,
+    dct_downscale: bool,
 ) -> PyramidInfo:
     if shard_tiles < 1 or shard_tiles & (shard_tiles - 1):
         raise BadRequest("shard_tiles must be a power of two")  # Z order needs aligned squares
@@ -192,6 +197,7 @@ async def _build(
     builder = PyramidBuilder(
         source, pyramid, writer, workers=workers, quality=quality,
         passthrough=(t == source.tile_size), progress=progress, cancel=cancel,
+        dct_downscale=dct_downscale,
     )  # fmt: skip
 
     def run() -> None:

@@ -17,8 +17,11 @@ Targets: vna on local disk (1 process, then ``--workers 2``), vna on S3
 overlap 1 in a minimal aiohttp server with a thread pool, JPEG quality 75 as in
 OpenSlide's example), Orthanc's WSI plugin (Debian ``orthanc-wsi``), and a static
 upper bound (the vna tiles pre-fetched and served by aiohttp from memory).
-Each pattern: a warm-up, then ``--runs`` runs; tiles/s and latencies are medians.
-CPU is the server's process tree and wrk's, in cores (CPU seconds per second).
+All targets run at once; for each pattern every target gets a warm-up, then
+``--runs`` rounds visit the targets in turn (so bursts of other work on the machine
+hit all of them alike).  Tiles/s and latencies are medians.  CPU is the server's
+process tree and wrk's, in cores (CPU seconds per second), and the server's CPU
+microseconds per tile, the figure least skewed by a busy machine.
 """
 
 from __future__ import annotations
@@ -491,28 +494,47 @@ def wrk(target: Target, urls: Path, seq: bool, duration: float, conns: int, lua:
     return Run(n / secs, p50 / 1000, p99 / 1000, errors, srv / secs, wrk_cpu / secs)
 
 
+def summarize(runs: list[Run]) -> Run:
+    """Medians; the CPU figures of the median-throughput run."""
+    med = sorted(runs, key=lambda r: r.tiles_s)[len(runs) // 2]
+    return Run(
+        statistics.median(r.tiles_s for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+        sum(r.errors for r in runs),
+        med.server_cores,
+        med.wrk_cores,
+    )
+
+
 def measure(
-    target: Target, lists: dict, work: Path, args: argparse.Namespace, lua: Path
-) -> dict[str, Run]:
-    out = {}
+    targets: list[Target], lists: dict, work: Path, args: argparse.Namespace, lua: Path
+) -> dict[str, dict[str, Run]]:
+    """Round-robin over the targets, all up at once, so a burst of other work on the
+    machine hits every target alike instead of whichever happened to be running."""
+    results: dict[str, dict[str, Run]] = {t.name: {} for t in targets}
     for name, tiles in lists.items():
-        urls = work / f"{target.name}-{name}.txt"
-        urls.write_text("\n".join(target.url(*t) for t in tiles) + "\n")
         seq = name == "pan"
-        wrk(target, urls, seq, args.warmup, args.connections, lua)
-        runs = [
-            wrk(target, urls, seq, args.duration, args.connections, lua) for _ in range(args.runs)
-        ]
-        med = sorted(runs, key=lambda r: r.tiles_s)[len(runs) // 2]
-        out[name] = Run(
-            statistics.median(r.tiles_s for r in runs), statistics.median(r.p50_ms for r in runs),
-            statistics.median(r.p99_ms for r in runs), sum(r.errors for r in runs),
-            med.server_cores, med.wrk_cores,
-        )  # fmt: skip
-        r = out[name]
-        print(f"  {target.name:14} {name:5} {r.tiles_s:9.0f} tiles/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:7.2f} ms"
-              f"  errors {r.errors}  cpu srv {r.server_cores:.2f} wrk {r.wrk_cores:.2f}", file=sys.stderr)  # fmt: skip
-    return out
+        files = {}
+        for t in targets:
+            files[t.name] = work / f"{t.name}-{name}.txt"
+            files[t.name].write_text("\n".join(t.url(*x) for x in tiles) + "\n")
+            wrk(t, files[t.name], seq, args.warmup, args.connections, lua)
+        runs: dict[str, list[Run]] = {t.name: [] for t in targets}
+        for i in range(args.runs):
+            for t in targets[i % len(targets) :] + targets[: i % len(targets)]:
+                runs[t.name].append(
+                    wrk(t, files[t.name], seq, args.duration, args.connections, lua)
+                )
+        for t in targets:
+            r = results[t.name][name] = summarize(runs[t.name])
+            print(
+                f"  {t.name:14} {name:5} {r.tiles_s:9.0f} tiles/s  p50 {r.p50_ms:6.2f} ms"
+                f"  p99 {r.p99_ms:7.2f} ms  errors {r.errors}"
+                f"  cpu srv {r.server_cores:.2f} wrk {r.wrk_cores:.2f}",
+                file=sys.stderr,
+            )
+    return results
 
 
 def table(results: dict[str, dict[str, Run]]) -> str:
@@ -587,19 +609,21 @@ def main() -> int:
     rng = random.Random(7)
     lists = {p: pattern(p, w, h, rng) for p in PATTERNS}
     wanted = args.targets.split(",")
-    results: dict[str, dict[str, Run]] = {}
     with tempfile.TemporaryDirectory(prefix="vna-tilebench-") as tmp:
         work = Path(tmp)
         lua = work / "tiles.lua"
         lua.write_text(LUA)
-        for name in wanted:
-            print(f"{name}:", file=sys.stderr)
-            try:
-                with ExitStack() as stack:
-                    target = stack.enter_context(make_target(name, slide, lists, cache, work))
-                    results[name] = measure(target, lists, work, args, lua)
-            except RuntimeError as exc:
-                print(f"  skipped: {exc}", file=sys.stderr)
+        with ExitStack() as stack:
+            targets = []
+            for name in wanted:
+                print(f"starting {name}", file=sys.stderr)
+                try:
+                    targets.append(
+                        stack.enter_context(make_target(name, slide, lists, cache, work))
+                    )
+                except RuntimeError as exc:
+                    print(f"  skipped: {exc}", file=sys.stderr)
+            results = measure(targets, lists, work, args, lua)
     print(f"\nTile throughput, {w}x{h} synthetic SVS, wrk -c{args.connections}, "
           f"{args.runs} x {args.duration:g} s per pattern (median), {os.cpu_count()} cores\n")  # fmt: skip
     print(

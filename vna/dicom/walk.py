@@ -31,6 +31,13 @@ EXPLICIT_BE = "1.2.840.10008.1.2.2"
 DEFLATED = frozenset({"1.2.840.10008.1.2.1.99"})
 
 
+# little endian? -> unpackers of (tag, 32-bit length), (tag, VR, 16-bit length), 32 bits
+_UNPACKERS = {
+    little: [struct.Struct(("<" if little else ">") + f).unpack_from for f in ("HHL", "HH2sH", "L")]
+    for little in (True, False)
+}
+
+
 class Element(NamedTuple):
     """Where one element lies in the file (absolute offsets).  A NamedTuple: made
     once per header walked, and a frozen dataclass costs ~3x more to build."""
@@ -57,10 +64,7 @@ class Walker:
         inside it are sliced from memory instead of seek + read."""
         self.fp, self.size, self.implicit, self.little = fp, size, implicit, little
         self.head = head
-        endian = "<" if little else ">"
-        self._tag_len = struct.Struct(endian + "HHL").unpack_from
-        self._short = struct.Struct(endian + "HH2sH").unpack_from
-        self._u32 = struct.Struct(endian + "L").unpack_from
+        self._tag_len, self._short, self._u32 = _UNPACKERS[little]
 
     def implicit_twin(self) -> Walker:
         if self.implicit:
@@ -130,8 +134,9 @@ class Walker:
                 el = Element(el.tag, el.vr, el.header, el.offset, stop - 8 - el.offset, True)
                 pos = stop
             else:
-                self._check(el)
                 pos = el.offset + el.length
+                if pos > self.size:
+                    self._check(el)  # raises, naming the element
             out.append(el)
         return out, pos
 

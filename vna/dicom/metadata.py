@@ -12,9 +12,10 @@ The web layer prefixes the URI with the instance URL; ``read_bulk`` gives back t
 bytes.  Names are decoded per Specific Character Set.
 
 Two converters give the same dict: ``dataset_json_fast`` decodes the raw bytes of
-a little-endian dataset (``vna.dicom.fastjson``, ~10x faster) and raises
-``Unsupported`` for anything outside its copied rules; ``dataset_json`` (alias
-``dataset_json_pydicom``) converts a pydicom Dataset and handles everything.
+a little-endian dataset (``vna.dicom.fastjson``; several times faster, see
+benchmarks/parse_speed.py) and raises ``Unsupported`` for anything outside its
+copied rules; ``dataset_json`` (alias ``dataset_json_pydicom``) converts a pydicom
+Dataset and handles everything.
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
-from vna.dicom.fastjson import FastDecoder
+from vna.dicom.fastjson import BULK_VRS, FastDecoder
 from vna.dicom.walk import Element
 
 BULK_PREFIX = "bulk/"
 BULK_THRESHOLD = 1024
-BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
 
 

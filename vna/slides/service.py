@@ -347,11 +347,11 @@ def routes() -> list[Route]:
 
     sid = "{id:[A-Za-z0-9-]+}"
     return [
+        *views.routes(sid),
         Route("POST", "/slides", upload, STORE),
         Route("GET", "/slides", list_slides, READ),
         Route("GET", f"/slides/{sid}", get_slide, READ),
         Route("DELETE", f"/slides/{sid}", delete_slide, ADMIN),
-        *views.routes(sid),
     ]
 
 

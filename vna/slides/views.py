@@ -82,11 +82,14 @@ async def dzi(request: web.Request) -> web.Response:
     )
 
 
-@slide_route
 async def dzi_tile(request: web.Request) -> web.Response:
+    """The hot path: for a cached tile, no await that can suspend and no thread hop."""
     mi = request.match_info
     svc: SlideService = request.app[SLIDES]
-    pyr = await svc.pyramid(mi["id"])
+    try:
+        pyr = await svc.pyramid(mi["id"])
+    except NotReady as exc:
+        return not_ready_response(exc)
     k = pyr.dzi_level(int(mi["level"]))
     fmt, q = check_format(mi["fmt"], _quality(request))
     col, row = int(mi["col"]), int(mi["row"])
@@ -218,17 +221,19 @@ async def _associated(svc: SlideService, pyr: OpenPyramid, name: str, size: int 
 
 
 def routes(sid: str) -> list[Route]:
+    """Tile routes first: aiohttp tries the resources under one prefix in order, so
+    the hot ones are matched at the first attempt."""
     return [
-        Route("GET", f"/slides/{sid}.dzi", dzi, READ),
         Route(
             "GET",
             f"/slides/{sid}_files/{{level:\\d+}}/{{col:\\d+}}_{{row:\\d+}}.{{fmt:[a-z]+}}",
             dzi_tile,
             READ,
         ),
+        Route("GET", f"/iiif/3/{sid}/{{region}}/{{size}}/{{rotation}}/{{qf}}", iiif_image, READ),
+        Route("GET", f"/slides/{sid}.dzi", dzi, READ),
         Route("GET", f"/slides/{sid}/{{name:thumbnail|label|macro}}", associated, READ),
         Route("GET", f"/iiif/3/{sid}", iiif_base, READ),
         Route("GET", f"/iiif/3/{sid}/info.json", iiif_info, READ),
         Route("GET", f"/iiif/3/{sid}/manifest.json", iiif_manifest, READ),
-        Route("GET", f"/iiif/3/{sid}/{{region}}/{{size}}/{{rotation}}/{{qf}}", iiif_image, READ),
     ]

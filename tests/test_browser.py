@@ -58,12 +58,15 @@ def data(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
     store(server, demo)  # consumes the files
     hostile_uid, hostile = hostile_study(tmp / "hostile")
     store(server, hostile)
+    cine = td.make_us_multiframe(11, frames=6)
+    store(server, [td.write(cine, tmp / "cine.dcm")])
     svs = ts.make_svs(ts.default_cache_dir())
     uploaded = upload_slide(server, svs)
     wsi_study, wsi = dicom_wsi_slide(server, svs, tmp / "wsi")
     return {
         "demo_uid": demo_uid,
         "hostile_uid": hostile_uid,
+        "cine": (cine.StudyInstanceUID, cine.SOPInstanceUID),
         "svs": svs,
         "slides": {uploaded["id"]: uploaded, wsi["id"]: wsi},
         "uploaded": uploaded["id"],
@@ -139,7 +142,7 @@ def test_index_lists_and_searches(report: dict, data: dict) -> None:
     demo = demo_uid(data)
     wsi_study = [data["wsi_study"]]
     listed = {s["uid"]: s for s in index["all"]["studies"]}
-    assert set(listed) == {demo, data["hostile_uid"], *wsi_study}
+    assert set(listed) == {demo, data["hostile_uid"], data["cine"][0], *wsi_study}
     assert "'self'" in index["headers"]["csp"] and index["headers"]["nosniff"] == "nosniff"
     assert index["brokenImages"] == []  # every study and slide thumbnail loaded
     s = index["searches"]
@@ -149,6 +152,7 @@ def test_index_lists_and_searches(report: dict, data: dict) -> None:
     assert s["noMatch"]["studies"] == [] and s["noMatch"]["slides"] == []
     assert s["modalityMR"]["studies"] == [demo]  # the hostile study is CT only
     assert s["modalitySM"]["studies"] == wsi_study
+    assert data["cine"][0] not in s["modalityMR"]["studies"]
     assert demo in s["dateIncludes"]["studies"] and s["dateExcludes"]["studies"] == []
     assert s["reloaded"] == [demo]  # a search is a bookmarkable address
     assert {x["id"] for x in index["all"]["slides"]} == set(data["slides"])
@@ -341,6 +345,19 @@ def test_whole_slide_study_leads_to_slide_viewer(report: dict, data: dict) -> No
     assert wsi["listLink"] == view and wsi["pageLink"] == view
     assert wsi["imageHidden"]  # no attempt to step through tiles as images
     assert wsi["landed"] == {"path": view, "state": "ready"}
+
+
+def test_cine_steps_through_frames(report: dict, data: dict) -> None:
+    cine = section(report, "study")["cine"]
+    study, sop = data["cine"]
+    base = f"/dicom-web/studies/{study}/series/"
+    assert cine["home"]["index"] == 0 and cine["next"]["index"] == 1
+    for shot, frame in ((cine["home"], 1), (cine["next"], 2)):
+        assert base in shot["src"] and shot["src"].endswith(
+            f"/instances/{sop}/frames/{frame}/rendered"
+        )
+        assert shot["position"] == f"{frame} / 6 · instance 1, frame {frame}"
+        assert shot["width"] == 64
 
 
 def test_rendered_requests_answered(report: dict) -> None:

@@ -32,12 +32,19 @@ async function after(page, previousSrc, action) {
   return shown(page);
 }
 
+/** The list row of the first study whose modalities include this one, or null. */
+async function studyWithModality(page, modality) {
+  const uid = await page.$$eval('#studies tbody tr[data-study]', (rows, m) => rows.find(
+    (tr) => tr.cells[5].textContent.split(', ').includes(m))?.dataset.study || null, modality);
+  return uid && page.locator(`#studies tr[data-study="${uid}"]`);
+}
+
 /** A study holding a whole-slide image leads to the slide viewer, from the list and from its page. */
 async function wholeSlideStudy(page, base, outDir) {
   await page.goto(`${base}/`);
   await waitReady(page);
-  const row = page.locator('#studies tbody tr[data-study]', {hasText: 'SM'}).first();
-  if (await row.count() === 0) return null;
+  const row = await studyWithModality(page, 'SM');
+  if (!row) return null;
   const out = {uid: await row.getAttribute('data-study'),
     listLink: await row.locator('a.slide-link').getAttribute('href').catch(() => null)};
   await row.locator('a.patient').click();
@@ -51,6 +58,23 @@ async function wholeSlideStudy(page, base, outDir) {
   await page.waitForURL(/\/slides\/[^/]+\/view/);
   await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.state));
   out.landed = {path: new URL(page.url()).pathname, state: await page.evaluate(() => document.body.dataset.state)};
+  return out;
+}
+
+/** A multi-frame instance (an ultrasound cine loop) is stepped through frame by frame. */
+async function cineStudy(page, base, outDir) {
+  await page.goto(`${base}/`);
+  await waitReady(page);
+  const row = await studyWithModality(page, 'US');
+  if (!row) return null;
+  await row.locator('a.patient').click();
+  await page.waitForURL(/\/studies\/[^/]+\/view/);
+  await waitReady(page);
+  const out = {first: await shown(page)};
+  await page.keyboard.press('Home');
+  out.home = await shown(page);
+  out.next = await after(page, out.home.src, () => page.keyboard.press('ArrowDown'));
+  await page.screenshot({path: join(outDir, 'study-cine.png')});
   return out;
 }
 
@@ -105,5 +129,6 @@ export async function checkStudy({page, base, outDir}) {
     await page.screenshot({path: join(outDir, 'study-series2.png')});
   }
   out.wholeSlide = await wholeSlideStudy(page, base, outDir);
+  out.cine = await cineStudy(page, base, outDir);
   return out;
 }

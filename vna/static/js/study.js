@@ -130,13 +130,17 @@ function hideWholeSlide() {
   document.getElementById('wsi').hidden = true;
 }
 
+function count(n, noun) {
+  return n === '' ? `? ${noun}s` : `${n} ${noun}${n === '1' ? '' : 's'}`;
+}
+
 function seriesButton(s, index) {
   const label = [tagValue(s, '00080060'), tagValue(s, '0008103E') || `Series ${tagValue(s, '00200011')}`].filter(Boolean).join(' · ');
   return el('button', {type: 'button', class: 'series-item', dataset: {series: tagValue(s, '0020000E')},
     onclick: () => selectSeries(index).catch((e) => showError(status, e))},
   el('img', {src: `${seriesPath(s)}/thumbnail`, alt: '', width: 128, height: 128, loading: 'lazy'}),
   el('span', {}, label),
-  el('span', {class: 'meta'}, `${tagValue(s, '00201209') || '?'} images`));
+  el('span', {class: 'meta'}, count(tagValue(s, '00201209'), 'image')));
 }
 
 function setPreset(preset, redraw = true) {

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from vna.index.security import SecurityIndex
+
 Level = Literal["patient", "study", "series", "instance"]
 
 # One frame's bytes inside the blob: a list of (offset, length) segments.  Native
@@ -116,7 +118,9 @@ class SlideRecord:
     site: str | None = None
 
 
-class Index(Protocol):
+class Index(SecurityIndex, Protocol):
+    """Also users, API keys, sessions and the audit trail: see vna.index.security."""
+
     url: str
 
     async def open(self) -> None:

@@ -4,6 +4,7 @@ corrupt datasets, 20 associations at once)."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 from pathlib import Path
@@ -241,3 +242,16 @@ def test_stop_aborts_idle_associations(dimse: DimseEnv) -> None:
     assert assoc.is_aborted
     with socket.socket() as s:  # and nothing listens any more
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_storage_failure_is_out_of_resources(dimse: DimseEnv, tmp_path: Path) -> None:
+    """The blob store cannot write (its directory replaced by a file): 0xA7xx, with
+    a reason, and nothing indexed."""
+    blobs = Path(dimse.settings.data) / "blobs"
+    shutil.rmtree(blobs)
+    blobs.write_bytes(b"not a directory")
+    path = write(make_ct(61), tmp_path / "a.dcm")
+    status = send_raw(dimse, path, CTImageStorage, ExplicitVRLittleEndian)
+    assert 0xA700 <= status.Status <= 0xA7FF
+    assert status.ErrorComment
+    assert dimse.call(dimse.archive.find(Query(level="instance"))).items == []

@@ -116,6 +116,38 @@ def vna_target(work: Path) -> Iterator[Target]:
             stop(proc)
 
 
+@contextmanager
+def vna_processes_target(work: Path) -> Iterator[Target]:
+    """vna in VNA_PROCESSES processes sharing the DIMSE port (SO_REUSEPORT) and the
+    archive, as ``vna serve --workers N`` can with ``reuse_port=True``."""
+    data, port = work / "vna-data", free_port()
+    procs: list[subprocess.Popen] = []
+    with open(work / "vna.log", "wb") as log:
+        try:
+            for _ in range(VNA_PROCESSES[0]):
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--serve-vna",
+                    str(data),
+                    str(port),
+                    "--reuse-port",
+                ]
+                procs.append(subprocess.Popen(cmd, stdout=log, stderr=log))
+                # one at a time: the first one creates the index and its schema
+                if not wait_echo(AE_VNA, port, procs[-1]):
+                    raise RuntimeError(f"vna did not start; see {work / 'vna.log'}")
+                time.sleep(1)
+            name = f"vna x{len(procs)}"
+            yield Target(name, AE_VNA, port, lambda: count_files(data / "blobs", ".dcm"))
+        finally:
+            for proc in procs:
+                stop(proc)
+
+
+VNA_PROCESSES = [2]
+
+
 def _start_vna(
     env: dict[str, str], data: Path, port: int, log: IO[bytes], work: Path
 ) -> subprocess.Popen:
@@ -188,11 +220,16 @@ def sink_target(work: Path) -> Iterator[Target]:
             stop(proc)
 
 
-TARGETS = {"vna": vna_target, "orthanc": orthanc_target, "sink": sink_target}
+TARGETS = {
+    "vna": vna_target,
+    "vna-mp": vna_processes_target,
+    "orthanc": orthanc_target,
+    "sink": sink_target,
+}
 
 
 # -- servers run by this script in a subprocess ---------------------------------------
-def serve_vna(data: str, port: int) -> None:
+def serve_vna(data: str, port: int, reuse_port: bool = False) -> None:
     from vna.archive.runtime import open_archive
     from vna.dimse import DimseService, PeerRegistry
     from vna.settings import Settings
@@ -202,7 +239,8 @@ def serve_vna(data: str, port: int) -> None:
     async def main() -> None:
         async with open_archive(settings) as archive:
             loop = asyncio.get_running_loop()
-            service = DimseService(settings, archive, loop, PeerRegistry.from_settings(settings))
+            peers = PeerRegistry.from_settings(settings)
+            service = DimseService(settings, archive, loop, peers, reuse_port=reuse_port)
             service.start()
             stopped = asyncio.Event()
             loop.add_signal_handler(signal.SIGINT, stopped.set)
@@ -337,14 +375,18 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=8, help="concurrent storescu processes")
     ap.add_argument(
         "--targets",
-        default="vna,orthanc,sink,archive",
-        help="vna, orthanc, sink (discarding pynetdicom SCP), archive (store_file, no DIMSE)",
+        default="vna,vna-mp,orthanc,sink,archive",
+        help="vna, vna-mp (vna in --vna-processes processes on one port), orthanc, "
+        "sink (discarding pynetdicom SCP), archive (store_file, no DIMSE)",
     )
+    ap.add_argument("--vna-processes", type=int, default=2, help="processes of vna-mp")
     ap.add_argument("--serve-vna", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--serve-sink", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_vna:
-        return serve_vna(args.serve_vna[0], int(args.serve_vna[1]))
+        return serve_vna(args.serve_vna[0], int(args.serve_vna[1]), args.reuse_port)
+    VNA_PROCESSES[0] = args.vna_processes
     if args.serve_sink:
         return serve_sink(args.serve_sink)
 
@@ -383,7 +425,8 @@ def report(
         for name in names:
             t = results[(name, p)]
             ratio = f"{base / t:.2f}x" if base else "-"
-            print(f"| {name} | {p} | {n / t:.1f} | {mb / t:.1f} | {ratio} |")
+            label = f"vna x{VNA_PROCESSES[0]} processes" if name == "vna-mp" else name
+            print(f"| {label} | {p} | {n / t:.1f} | {mb / t:.1f} | {ratio} |")
 
 
 if __name__ == "__main__":

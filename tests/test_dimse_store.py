@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from pydicom.uid import (
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
-from tests.fixtures_dimse import AE_TITLE, DimseEnv, dataset_part
+from tests.fixtures_dimse import AE_TITLE, DimseEnv, dataset_part, dcmtk_env, free_port
 from vna.dimse.net import NODELAY_HANDLERS
 from vna.index.base import Query
 from vna.testdata.dicom import (
@@ -255,3 +256,30 @@ def test_storage_failure_is_out_of_resources(dimse: DimseEnv, tmp_path: Path) ->
     assert 0xA700 <= status.Status <= 0xA7FF
     assert status.ErrorComment
     assert dimse.call(dimse.archive.find(Query(level="instance"))).items == []
+
+
+def test_two_services_share_a_port_with_reuse_port(dimse: DimseEnv, tmp_path: Path) -> None:
+    """As ``vna serve --workers 2`` would: two listeners on one port, stores land."""
+    from vna.dimse.server import DimseService
+    from vna.settings import Settings
+
+    port = free_port()
+    settings = Settings(data=dimse.settings.data, dimse=f"127.0.0.1:{port}", ae_title=AE_TITLE)
+    services = [
+        DimseService(settings, dimse.archive, dimse.loop, dimse.peers, reuse_port=True)
+        for _ in range(2)
+    ]
+    for service in services:
+        service.start()  # the second bind succeeds: SO_REUSEPORT on both sockets
+    try:
+        ctx = context(71)
+        paths = [
+            write(make_ct(71, index=i, count=6, ctx=ctx), tmp_path / f"{i}.dcm") for i in range(6)
+        ]
+        for path in paths:  # one association each: the kernel spreads them
+            cmd = ["storescu", "-aec", AE_TITLE, "127.0.0.1", str(port), str(path)]
+            assert subprocess.run(cmd, env=dcmtk_env(), capture_output=True).returncode == 0
+    finally:
+        for service in services:
+            service.stop()
+    assert len(dimse.call(dimse.archive.instances(ctx.study_uid))) == 6

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -92,8 +94,14 @@ class DimseService:
         archive: Archive,
         loop: asyncio.AbstractEventLoop,
         peers: PeerRegistry,
+        *,
+        reuse_port: bool = False,
     ) -> None:
+        """``reuse_port``: listen with SO_REUSEPORT, so several server processes
+        (``vna serve --workers N``) share the DIMSE port and the kernel spreads
+        associations over them -- past one process's GIL."""
         self.settings = settings
+        self.reuse_port = reuse_port
         self.ctx = HandlerContext(settings, archive, LoopBridge(loop), peers)
         self.ae = AE(ae_title=settings.ae_title)
         self.ae.maximum_associations = settings.max_associations or 64
@@ -146,13 +154,30 @@ class DimseService:
         """Listen (non-blocking); raises OSError when the address is taken."""
         configure_pynetdicom()
         host, port = self.settings.dimse_host_port
-        self._server = self.ae.start_server(
-            (host, port),
-            block=False,
+        if self.reuse_port:
+            self._server = self._start_shared((host, port))
+        else:
+            self._server = self.ae.start_server(
+                (host, port),
+                block=False,
+                evt_handlers=self._handlers(),
+                contexts=supported_contexts(),
+            )
+        log.info("DIMSE service %s listening on %s:%d", self.settings.ae_title, host, self.port)
+
+    def _start_shared(self, address: tuple[str, int]) -> ThreadedAssociationServer:
+        """What ``AE.start_server(block=False)`` does, with a server class that
+        sets SO_REUSEPORT before binding (pynetdicom has no option for it)."""
+        server = self.ae.make_server(
+            address,
             evt_handlers=self._handlers(),
             contexts=supported_contexts(),
+            server_class=_ReusePortServer,
         )
-        log.info("DIMSE service %s listening on %s:%d", self.settings.ae_title, host, self.port)
+        thread = threading.Thread(target=server.serve_forever, name="vna-dimse", daemon=True)
+        thread.start()
+        self.ae._servers.append(server)  # as start_server does: shutdown() removes it
+        return server
 
     def stop(self) -> None:
         """Stop listening and end the associations.  Blocking: run it in a thread,
@@ -165,6 +190,12 @@ class DimseService:
             self._server.shutdown()
             self._server = None
         self.ctx.workers.shutdown(wait=True, cancel_futures=True)
+
+
+class _ReusePortServer(ThreadedAssociationServer):
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 def _echo(event: evt.Event) -> int:
@@ -198,10 +229,12 @@ def dimse_cleanup_ctx(
     peers_key: web.AppKey[PeerRegistry],
     *,
     serve: bool = True,
+    reuse_port: bool = False,
 ) -> Any:
     """A cleanup context: the peer registry always (the API needs it), the DIMSE
-    service when ``serve`` and ``settings.dimse`` are set (``serve=False`` in the
-    extra HTTP-only worker processes).  Append it after the archive's."""
+    service when ``serve`` and ``settings.dimse`` are set.  With several server
+    processes either serve DIMSE in one only (``serve=False`` elsewhere) or in all
+    of them with ``reuse_port=True``.  Append it after the archive's context."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[settings_key]
@@ -209,7 +242,8 @@ def dimse_cleanup_ctx(
         app[peers_key] = peers
         service = None
         if serve and settings.dimse:
-            service = DimseService(settings, app[archive_key], asyncio.get_running_loop(), peers)
+            loop = asyncio.get_running_loop()
+            service = DimseService(settings, app[archive_key], loop, peers, reuse_port=reuse_port)
             await asyncio.to_thread(service.start)
         try:
             yield

@@ -13,7 +13,8 @@ each target getting the same tiles in its own grid:
   tiles in order (what a viewer asks for while panning).
 
 Targets: vna on local disk (1 process, then ``--workers 2``), vna on S3
-(SeaweedFS), the anchor OpenSlide Deep Zoom server (DeepZoomGenerator tile 254
+(SeaweedFS), optionally ``vna-disk-quietlog`` (the same app with
+``vna.slides.access.TileQuietAccessLogger``, i.e. no access-log line per tile), the anchor OpenSlide Deep Zoom server (DeepZoomGenerator tile 254
 overlap 1 in a minimal aiohttp server with a thread pool, JPEG quality 75 as in
 OpenSlide's example), Orthanc's WSI plugin (Debian ``orthanc-wsi``), and a static
 upper bound (the vna tiles pre-fetched and served by aiohttp from memory).
@@ -351,6 +352,21 @@ app.router.add_get("/slide_files/{level}/{col}_{row}.jpeg", handler)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None)
 """
 
+# vna's app exactly as ``vna serve`` runs it (1 process), but with the access logger
+# that skips tile reads (vna.slides.access), until ``vna serve`` uses it
+VNA_QUIET_SERVER = r"""
+import logging, sys
+from aiohttp import web
+from vna.app import create_app
+from vna.settings import Settings
+from vna.slides.access import TileQuietAccessLogger
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+settings = Settings(data=sys.argv[1], http=f"127.0.0.1:{sys.argv[2]}", dimse="", dev=True)
+web.run_app(create_app(settings), host="127.0.0.1", port=int(sys.argv[2]), print=None,
+            access_log_class=TileQuietAccessLogger)
+"""
+
 STATIC_SERVER = r"""
 import json, sys
 from aiohttp import web
@@ -594,7 +610,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument(
-        "--targets", default="static,vna-disk,vna-disk-w2,vna-s3,openslide-dz,orthanc-wsi"
+        "--targets",
+        default="static,vna-disk,vna-disk-quietlog,vna-disk-w2,vna-s3,openslide-dz,orthanc-wsi",
     )
     ap.add_argument("--cache", default=str(default_cache_dir()))
     args = ap.parse_args()
@@ -649,6 +666,9 @@ def make_target(name: str, slide: Slide, lists: dict, cache: Path, work: Path): 
         return orthanc_target(slide, cache, work)
     if name == "static":
         return static_target(slide, lists, work)
+    if name == "vna-disk-quietlog":
+        url = dzi_url(slide.vna_id, w, h)
+        return script_target(name, VNA_QUIET_SERVER, [str(slide.vna_data)], url, work)
     raise SystemExit(f"unknown target {name}")
 
 

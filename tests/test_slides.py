@@ -85,6 +85,8 @@ def test_record_after_build(ready):
     assert rec["mpp"] == pytest.approx(0.25)
     assert rec["build_id"] and rec["progress"] == 1.0
     assert set(rec["associated"]) == {"thumbnail", "label", "macro"}
+    assert rec["properties"]["vna.objective_power"] == 40  # AppMag of the synthetic SVS
+    assert rec["properties"]["openslide.vendor"] == "aperio"
     listed = requests.get(f"{server.url}/slides", timeout=30).json()
     assert [s["id"] for s in listed] == [rec["id"]]
 

@@ -159,6 +159,8 @@ class SlideManager:
                 **info.properties,
                 "vna.vendor": info.vendor,
                 "vna.associated": ",".join(info.associated),
+                "vna.objective_power": info.objective_power,
+                "vna.mpp_y": info.mpp[1],
             },
         )
         return await self.index.get_slide(rec.id)

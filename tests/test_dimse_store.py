@@ -283,3 +283,19 @@ def test_two_services_share_a_port_with_reuse_port(dimse: DimseEnv, tmp_path: Pa
         for service in services:
             service.stop()
     assert len(dimse.call(dimse.archive.instances(ctx.study_uid))) == 6
+
+
+def test_different_content_refused_under_the_reject_policy(dimse_factory, tmp_path: Path) -> None:
+    from vna.index.base import DuplicatePolicy
+
+    env = dimse_factory(duplicate_policy=DuplicatePolicy.REJECT)
+    first = make_ct(81)
+    second = with_value(first, "StudyDescription", "something else")  # same SOP Instance UID
+    paths = [write(first, tmp_path / "1.dcm"), write(second, tmp_path / "2.dcm")]
+    assert send_raw(env, paths[0], CTImageStorage, ExplicitVRLittleEndian).Status == 0x0000
+    assert send_raw(env, paths[0], CTImageStorage, ExplicitVRLittleEndian).Status == 0x0000
+    refused = send_raw(env, paths[1], CTImageStorage, ExplicitVRLittleEndian)
+    assert refused.Status == 0x0111
+    assert refused.ErrorComment
+    blob, _, _ = stored_bytes(env, first)
+    assert dataset_part(blob) == dataset_part(paths[0].read_bytes())

@@ -483,3 +483,43 @@ def test_mutated_files(tmp_path: Path) -> None:
     finally:
         logging.disable(logging.NOTSET)
     assert agreed_fast > 30  # the fast decoder did take part
+
+
+def test_cut_files(tmp_path: Path) -> None:
+    """A file cut anywhere gets the same answer (the same InvalidDicom) both ways."""
+    items = [_item(_code(b"A"), False), _item(_code(b"B"), True)]
+    seq = (0x00081032, "", _sequence(0x00081032, items, False))
+    ds = td.compressed(td.make_us_multiframe(seed=5, frames=2), JPEGLosslessSV1)
+    path = tmp_path / "cut.dcm"
+    for data in (td.to_bytes(ds), _instance(tmp_path, [seq]).read_bytes()):
+        for at in range(0, len(data), max(1, len(data) // 150)):
+            path.write_bytes(data[:at])
+            assert assert_same(path)[0] == "invalid"
+
+
+def test_one_pass_element_map_is_the_walkers() -> None:
+    """Where the decoder maps the elements before the pixel data itself, its map is
+    exactly the structural walker's (which the frame map and read_bulk rely on)."""
+    from vna.dicom import parse as P
+
+    files = td.pydicom_test_files() + [f for f in get_charset_files() if f.endswith(".dcm")]
+    one_pass = 0
+    for name in files:
+        with open(name, "rb") as fp:
+            size = fp.seek(0, 2)
+            fp.seek(0)
+            head = fp.read(min(size, P.HEAD_BYTES))
+            try:
+                meta, meta_end = P.read_file_meta(fp, size, head)
+                ts = P.check_uid("TS", meta[0x00020010].decode("ascii", "replace"))
+                walker, start, _ = P._walker(fp, size, meta_end, ts, head)
+                expected, _ = walker.elements(start)
+            except (InvalidDicom, KeyError):
+                continue
+            try:
+                _, elements = P._decode_head(walker, start)
+            except P.Unsupported:
+                continue
+            assert elements == expected, name
+            one_pass += 1
+    assert one_pass > len(files) // 2

@@ -23,6 +23,8 @@ from typing import Any
 from pydicom.charset import python_encoding
 from pydicom.datadict import dictionary_VR
 
+from vna.dicom.walk import Element
+
 ITEM = 0xFFFEE000
 ITEM_DELIM = 0xFFFEE00D
 SEQ_DELIM = 0xFFFEE0DD
@@ -240,15 +242,29 @@ def value_json(vr: str, raw: bytes, codec: str) -> dict[str, Any]:
 
 
 class FastDecoder:
-    """Decodes one little-endian dataset held in ``buf`` into DICOM JSON."""
+    """Decodes one little-endian dataset held in ``buf`` into DICOM JSON.
+
+    It also records where each top-level element lies (``elements``, as the
+    structural walker would map them) and the offset where it stopped (``stop``:
+    the first pixel data tag, ``at_pixels``, or the end of ``buf``), so a caller
+    holding the file's head in memory needs the walker only from there on.
+    """
 
     def __init__(self, buf: bytes, implicit: bool, threshold: int, bulk_prefix: str) -> None:
         self.buf, self.implicit = buf, implicit
         self.threshold, self.prefix = threshold, bulk_prefix
+        self.elements: list[Element] = []
+        self.stop, self.at_pixels = 0, False
 
-    def top(self) -> dict[str, Any]:
-        """The top-level dataset up to (not including) the first pixel data tag."""
-        out, _ = self.dataset(0, len(self.buf), [], DEFAULT_CODEC, 0, delimited=False)
+    def top(self, start: int = 0) -> dict[str, Any]:
+        """The top-level dataset from ``start`` up to (not including) the first pixel
+        data tag."""
+        try:
+            out, self.stop = self.dataset(
+                start, len(self.buf), [], DEFAULT_CODEC, 0, delimited=False
+            )
+        except (struct.error, IndexError, ValueError) as exc:  # never guess: decline
+            raise Unsupported(f"{type(exc).__name__}: {exc}") from None
         return out
 
     def dataset(
@@ -283,6 +299,7 @@ class FastDecoder:
                 else:
                     raise Unsupported("unknown VR")
             if not depth and tag in PIXEL_TAGS:
+                self.at_pixels = True
                 break  # as dcmread(stop_before_pixels=True)
             if tag <= last:
                 if tag == last or tag in found:
@@ -297,16 +314,24 @@ class FastDecoder:
                 codec = charset_codec(buf[start : start + length])
             elif vr in _CHARSET_VRS or vr == "SQ":
                 text_seen = True
+            skip = not e or g == 2 or tag == 0xFFFCFFFC  # left out of the JSON
             if length == UNDEFINED:
-                found[tag], pos = self._undefined(tag, vr, start, path, codec, depth)
+                at = pos
+                value, pos = self._undefined(tag, vr, start, path, codec, depth)
                 if pos > end:
                     raise Unsupported("value past the end")
+                if not depth:
+                    self._record(tag, vr, at, start, pos - 8 - start, True)
+                if not skip:
+                    found[tag] = value
                 continue
+            if not depth:
+                self._record(tag, vr, pos, start, length, False)
             pos = start + length
             if pos > end:
                 raise Unsupported("value past the end")
-            if not e or g == 2 or tag == 0xFFFCFFFC:
-                continue  # group lengths, file meta, trailing padding: left out
+            if skip:
+                continue
             if vr == "SQ":
                 found[tag] = self._sequence(tag, start, pos, path, codec, depth)
             elif length > self.threshold and vr in BULK_VRS:
@@ -322,6 +347,14 @@ class FastDecoder:
         if delimited:
             raise Unsupported("item without delimiter")
         return self._keyed(found, ordered), pos
+
+    def _record(
+        self, tag: int, vr: str, header: int, start: int, length: int, undefined: bool
+    ) -> None:
+        # the walker's Element for a top-level element (no VR when implicit)
+        self.elements.append(
+            Element(tag, None if self.implicit else vr, header, start, length, undefined)
+        )
 
     @staticmethod
     def _keyed(found: dict[int, dict[str, Any]], ordered: bool) -> dict[str, Any]:

@@ -25,8 +25,14 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from vna.dicom import frames as _frames
-from vna.dicom.fastjson import PIXEL_TAGS, Unsupported
-from vna.dicom.metadata import dataset_json, dataset_json_fast, pixel_json
+from vna.dicom.fastjson import PIXEL_TAGS, FastDecoder, Unsupported
+from vna.dicom.metadata import (
+    BULK_PREFIX,
+    BULK_THRESHOLD,
+    dataset_json,
+    dataset_json_fast,
+    pixel_json,
+)
 from vna.dicom.walk import (
     DEFLATED,
     EXPLICIT_BE,
@@ -131,19 +137,32 @@ def _inflate(fp: BinaryIO, meta_end: int) -> bytes:
     return data
 
 
-def _walk(
+def _walker(
     fp: BinaryIO, size: int, meta_end: int, ts: str, head: bytes
-) -> tuple[Walker, list[Element], bytes | None]:
-    """Map the top-level elements, checking every length against the file; a
-    deflated dataset comes back inflated as well."""
+) -> tuple[Walker, int, bytes | None]:
+    """The walker over the dataset and the offset it starts at; a deflated dataset
+    is inflated (and walked in memory)."""
     inflated = None
     if ts in DEFLATED:
         inflated = _inflate(fp, meta_end)
         fp, size, meta_end, head = io.BytesIO(inflated), len(inflated), 0, inflated
     implicit = detect_implicit(fp, meta_end, size, ts == IMPLICIT_LE, head)
     walker = Walker(fp, size, implicit=implicit, little=ts != EXPLICIT_BE, head=head)
-    elements, _ = walker.elements(meta_end)
-    return walker, elements, inflated
+    return walker, meta_end, inflated
+
+
+def _decode_head(walker: Walker, start: int) -> tuple[dict[str, Any], list[Element]]:
+    """DICOM JSON and the element map in one pass over the bytes in memory: the fast
+    decoder maps the elements before the pixel data (checking them at least as
+    strictly as the walker), the walker the rest.  Unsupported otherwise."""
+    if not walker.little:
+        raise Unsupported("big endian")
+    decoder = FastDecoder(walker.head, walker.implicit, BULK_THRESHOLD, BULK_PREFIX)
+    metadata = decoder.top(start)
+    if not decoder.at_pixels and len(walker.head) < walker.size:
+        raise Unsupported("the dataset goes on beyond the bytes read")
+    rest, _ = walker.elements(decoder.stop) if decoder.at_pixels else ([], 0)
+    return metadata, decoder.elements + rest
 
 
 def _read_values(path: str, deflated: bool) -> Dataset:
@@ -292,13 +311,24 @@ def _map(fp: BinaryIO, path: str, size: int, fast: bool = True) -> _Mapped:
     if 0x00020010 not in meta:
         raise InvalidDicom("the file meta group has no TransferSyntaxUID (0002,0010)")
     ts = check_uid("TransferSyntaxUID", meta[0x00020010].decode("ascii", "replace"))
-    walker, elements, inflated = _walk(fp, size, meta_end, ts, head)
-    try:
-        if not fast:
-            raise Unsupported("pydicom asked for")
-        values = _fast_values(fp, walker, elements, meta_end, inflated)
-    except Unsupported:
-        values = _Values(ds=_read_values(path, ts in DEFLATED))
+    walker, start, inflated = _walker(fp, size, meta_end, ts, head)
+    values: _Values | None = None
+    elements: list[Element] | None = None
+    if fast:
+        try:
+            metadata, elements = _decode_head(walker, start)
+            values = _Values(fast=metadata)
+        except Unsupported:
+            pass
+    if elements is None:
+        elements, _ = walker.elements(start)
+    if values is None:
+        try:
+            if not fast:
+                raise Unsupported("pydicom asked for")
+            values = _fast_values(fp, walker, elements, meta_end, inflated)
+        except Unsupported:
+            values = _Values(ds=_read_values(path, ts in DEFLATED))
     return _Mapped(ts, meta_end, head, walker, {el.tag: el for el in elements}, values)
 
 
@@ -349,7 +379,13 @@ def fast_path_reason(path: str | Path) -> str | None:
         head = fp.read(min(size, HEAD_BYTES))
         meta, meta_end = read_file_meta(fp, size, head)
         ts = check_uid("TransferSyntaxUID", meta.get(0x00020010, b"").decode("ascii", "replace"))
-        walker, elements, inflated = _walk(fp, size, meta_end, ts, head)
+        walker, start, inflated = _walker(fp, size, meta_end, ts, head)
+        try:  # the one-pass decoder, else walker + decoder (as _map tries them)
+            _Values(fast=_decode_head(walker, start)[0])
+            return None
+        except Unsupported:
+            pass
+        elements, _ = walker.elements(start)
         try:
             _fast_values(fp, walker, elements, meta_end, inflated)
         except Unsupported as exc:

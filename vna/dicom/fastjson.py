@@ -271,10 +271,12 @@ class FastDecoder:
         self, pos: int, end: int, path: list[str], codec: str, depth: int, *, delimited: bool
     ) -> tuple[dict[str, Any], int]:
         """Elements from ``pos`` to ``end`` (or, ``delimited``, to the item delimiter);
-        returns the JSON and the offset after them."""
+        returns the JSON and the offset after them.  One long loop on purpose: it
+        runs once per element, and calls cost as much as the work here."""
         buf, implicit, size = self.buf, self.implicit, len(self.buf)
         found: dict[int, dict[str, Any]] = {}
         last, ordered, text_seen = -1, True, False
+        record = self.elements.append
         while pos < end:
             if pos + 8 > size:
                 raise Unsupported("header past the end")
@@ -286,7 +288,7 @@ class FastDecoder:
                 raise Unsupported("stray delimiter")
             if implicit:
                 (length,) = _U32(buf, pos + 4)
-                vr, start = (_implicit_vr(tag) if e else "UL"), pos + 8
+                vr, start, vr_or_none = (_implicit_vr(tag) if e else "UL"), pos + 8, None
             else:
                 vr = _VR_OF_BYTES.get(vr_bytes, "")
                 if vr in _LONG_VRS:
@@ -298,6 +300,7 @@ class FastDecoder:
                     start = pos + 8
                 else:
                     raise Unsupported("unknown VR")
+                vr_or_none = vr
             if not depth and tag in PIXEL_TAGS:
                 self.at_pixels = True
                 break  # as dcmread(stop_before_pixels=True)
@@ -320,13 +323,13 @@ class FastDecoder:
                 value, pos = self._undefined(tag, vr, start, path, codec, depth)
                 if pos > end:
                     raise Unsupported("value past the end")
-                if not depth:
-                    self._record(tag, vr, at, start, pos - 8 - start, True)
+                if not depth:  # the walker's Element (no VR when implicit)
+                    record(Element(tag, vr_or_none, at, start, pos - 8 - start, True))
                 if not skip:
                     found[tag] = value
                 continue
             if not depth:
-                self._record(tag, vr, pos, start, length, False)
+                record(Element(tag, vr_or_none, pos, start, length, False))
             pos = start + length
             if pos > end:
                 raise Unsupported("value past the end")
@@ -347,14 +350,6 @@ class FastDecoder:
         if delimited:
             raise Unsupported("item without delimiter")
         return self._keyed(found, ordered), pos
-
-    def _record(
-        self, tag: int, vr: str, header: int, start: int, length: int, undefined: bool
-    ) -> None:
-        # the walker's Element for a top-level element (no VR when implicit)
-        self.elements.append(
-            Element(tag, None if self.implicit else vr, header, start, length, undefined)
-        )
 
     @staticmethod
     def _keyed(found: dict[int, dict[str, Any]], ordered: bool) -> dict[str, Any]:

@@ -114,6 +114,14 @@ def test_form_login_redirects_and_role_applies(server):
     # a sign-in posted from another site is refused outright
     cross = login(server, "ula", PASSWORD, headers={"Origin": "https://evil.example"})
     assert cross.status_code == 403
+    # an opaque origin (a sandboxed frame, or a no-referrer page) passes only when the
+    # browser itself vouches that the request is same-origin
+    opaque = login(server, "ula", PASSWORD, headers={"Origin": "null"})
+    assert opaque.status_code == 403
+    framed = {"Origin": "null", "Sec-Fetch-Site": "cross-site"}
+    assert login(server, "ula", PASSWORD, headers=framed).status_code == 403
+    own = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    assert login(server, "ula", PASSWORD, headers=own).status_code == 200
 
 
 def test_repeated_failures_lock_the_client_out(server):

@@ -402,13 +402,6 @@ def sign_in(secured: tuple[LiveServer, str], tmp_path_factory: pytest.TempPathFa
     return run_driver("login.mjs", srv.url, str(out), "pat", PASSWORD)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sign-in page is served with Referrer-Policy: no-referrer, so Chromium sends "
-    "'Origin: null' with the form POST and vna/auth/login.py refuses it as a cross-origin "
-    "sign-in (403); the login check could trust Sec-Fetch-Site: same-origin, or the login "
-    "page use Referrer-Policy: same-origin",
-)
 def test_sign_in_form(sign_in: dict) -> None:
     # the list's first API call said 401: sign in, and come back to this search
     assert sign_in["anonymousLandsOn"] == {"path": "/login", "next": "/?modality=CT"}
@@ -424,9 +417,7 @@ def test_browse_when_signed_in(sign_in: dict, secured: tuple[LiveServer, str]) -
     assert sign_in["signedIn"] == {"state": "ready", "status": "", "studies": [study_uid]}
     assert sign_in["study"]["state"] == "ready" and sign_in["study"]["src"].endswith("/rendered")
     assert sign_in["pageErrors"] == []
-    # the anonymous calls that sent the visitor to sign in (and the refused form, while
-    # test_sign_in_form fails) are the only failures
+    # the anonymous calls that sent the visitor to sign in are the only failures
     failed = [x for x in sign_in["responses"] if x["status"] >= 400]
-    assert {x["status"] for x in failed} <= {401, 403} and any(x["status"] == 401 for x in failed)
-    assert all(x["status"] == 401 or urlparse(x["url"]).path == "/login" for x in failed)
+    assert failed and {x["status"] for x in failed} == {401}
     assert len(sign_in["consoleErrors"]) == len(failed)

@@ -25,11 +25,11 @@ from vna.auth.middleware import (
     CSRF_HEADER,
     SESSION_COOKIE,
     check_csrf,
-    same_origin,
+    check_origin,
     session_principal,
 )
 from vna.auth.roles import AUTHENTICATED, PRINCIPAL
-from vna.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from vna.errors import BadRequest, NotFound, Unauthorized
 from vna.index.security import SessionRecord
 from vna.keys import INDEX, SETTINGS
 from vna.viewer import SECURITY_HEADERS
@@ -115,9 +115,7 @@ async def _password_ok(request: web.Request, name: str, password: str) -> bool:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    origin = request.headers.get("Origin")
-    if origin and not same_origin(request, origin):  # login CSRF
-        raise Forbidden(f"cross-origin sign-in from {origin} refused")
+    check_origin(request, "sign-in")  # login CSRF
     name, password, form = await _credentials(request)
     index, client = request.app[INDEX], request.remote or "?"
     failures, last = await index.login_failures(client)

@@ -76,13 +76,26 @@ async def session_principal(request: web.Request) -> Principal | None:
     return Principal("user", user.name, user.role, sites_of(user.site), csrf=session.csrf)
 
 
+def check_origin(request: web.Request, what: str) -> None:
+    """Refuse a request a browser says came from another site.
+
+    Pages served with ``Referrer-Policy: no-referrer`` make Chromium send
+    ``Origin: null`` on their own form posts; ``Sec-Fetch-Site`` (a header pages
+    cannot set) then tells whether the request really is same-origin."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        return
+    if origin == "null":
+        if request.headers.get("Sec-Fetch-Site") != "same-origin":
+            raise Forbidden(f"{what} from an opaque origin refused")
+        return
+    if not same_origin(request, origin):
+        raise Forbidden(f"cross-origin {what} from {origin} refused")
+
+
 def check_csrf(request: web.Request, principal: Principal, token: str | None = None) -> None:
     """For a cookie-authenticated request that changes state."""
-    origin = request.headers.get("Origin")
-    if origin and origin != "null" and not same_origin(request, origin):
-        raise Forbidden(f"cross-origin request from {origin} refused")
-    if origin == "null":
-        raise Forbidden("request from an opaque origin refused")
+    check_origin(request, "request")
     sent = token if token is not None else request.headers.get(CSRF_HEADER, "")
     if not sent or not hmac.compare_digest(sent, principal.csrf):
         raise Forbidden(f"missing or wrong {CSRF_HEADER}")

@@ -22,7 +22,7 @@ Level = Literal["patient", "study", "series", "instance"]
 FrameSegments = list[tuple[int, int]]
 
 
-class DuplicatePolicy(str, enum.Enum):
+class DuplicatePolicy(enum.StrEnum):
     """What to do with different content under an existing SOP Instance UID."""
 
     KEEP = "keep"  # the original stays current, the new one is kept as superseded
@@ -30,7 +30,7 @@ class DuplicatePolicy(str, enum.Enum):
     REPLACE = "replace"  # the new one becomes current, the original is superseded
 
 
-class AddOutcome(str, enum.Enum):
+class AddOutcome(enum.StrEnum):
     STORED = "stored"  # new SOP instance
     DUPLICATE = "duplicate"  # same identity already stored: nothing changed
     SUPERSEDED = "superseded"  # kept, but the existing version stays current
@@ -85,7 +85,7 @@ class FindResult:
     warnings: list[str] = field(default_factory=list)  # e.g. ignored / unindexed keys
 
 
-class SlideStatus(str, enum.Enum):
+class SlideStatus(enum.StrEnum):
     QUEUED = "queued"
     BUILDING = "building"
     READY = "ready"

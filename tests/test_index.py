@@ -199,6 +199,9 @@ async def test_fuzzy_names_ignore_accents_and_case(filled) -> None:
     assert await uids(filled, filters={"PatientName": "jurg mul"}, fuzzy=True) == ["1.1"]
     assert await uids(filled, filters={"PatientName": "길"}, fuzzy=True) == ["3.1"]
     assert await uids(filled, filters={"PatientName": "mullerx"}, fuzzy=True) == []
+    # a wildcard inside a fuzzy value narrows like the word it is in, never widens
+    assert await uids(filled, filters={"PatientName": "*mull*"}, fuzzy=True) == ["1.1"]
+    assert await uids(filled, filters={"PatientName": "*nobody*"}, fuzzy=True) == []
     assert await uids(filled, filters={"ReferringPhysicianName": "SMI"}, fuzzy=True) == ["1.1"]
 
 

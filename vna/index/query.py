@@ -205,7 +205,9 @@ def _text_sql(col: str, m: Match, params: list[Any]) -> str:
 
 def _pn_sql(attr: Attr, m: Match, params: list[Any], owner: str) -> str:
     if m.kind == "fuzzy":
-        tokens = attrs.name_tokens(re.sub(r"[*?].*?(?=[\^\s=,]|$)", "", m.items[0]))
+        # fuzzy matching is already a prefix match per word, so a wildcard adds
+        # nothing: drop the wildcard characters, never the word they were in
+        tokens = attrs.name_tokens(re.sub(r"[*?]", "", m.items[0]))
         if not tokens:
             return "1 = 1"
         parts = []

@@ -32,8 +32,8 @@ from vna.storage.base import BlobStore
 
 DEFAULT_TILE = 256
 DEFAULT_SHARD_TILES = 16
-# Shard writes overlap the encoding; bounded by count and bytes so memory stays flat.
-# (Few in flight stalls the workers behind fsync-ing stores: 2.5x slower on a busy disk.)
+# Shard writes overlap the encoding, bounded by count and bytes so memory stays flat.
+# A window of 4 left the coordinator waiting on slow (fsync, S3) puts; a shard is a few MB.
 MAX_WRITES_IN_FLIGHT = 32
 MAX_BYTES_IN_FLIGHT = 64 << 20
 

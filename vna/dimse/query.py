@@ -44,18 +44,13 @@ PATIENT_ROOT = {
     str(PatientRootQueryRetrieveInformationModelGet),
     str(PatientRootQueryRetrieveInformationModelMove),
 }
-# Attributes of the request that are not matching keys.
+# Attributes of the request that are not matching keys (RetrieveAETitle: we answer it).
 NOT_KEYS = {
     "QueryRetrieveLevel",
+    "RetrieveAETitle",
     "SpecificCharacterSet",
     "TimezoneOffsetFromUTC",
     "QueryRetrieveView",
-}
-UNIQUE_KEYS = {
-    "patient": "PatientID",
-    "study": "StudyInstanceUID",
-    "series": "SeriesInstanceUID",
-    "instance": "SOPInstanceUID",
 }
 
 

@@ -15,7 +15,8 @@ over one association, then by 8 concurrent ``storescu`` processes, to:
 
 Every target starts fresh (empty storage) for each run; a run counts only if
 every storescu exits 0 and (vna, Orthanc) every instance is on disk afterwards.
-Instances/s and MB/s are the median of the runs.  Both archives acknowledge an
+Instances/s and MB/s are the median of the runs; runs are interleaved across
+targets so load elsewhere on the machine hits them alike.  Both archives acknowledge an
 instance only once it is durable (vna: blob fsync + index commit; Orthanc:
 SyncStorageArea, its default).
 """
@@ -344,27 +345,33 @@ def archive_only(files: list[Path], procs: int, data: Path) -> float:
     return asyncio.run(main())
 
 
-def measure(name: str, files: list[Path], procs: int, runs: int, work: Path) -> list[float]:
-    times = []
-    for run in range(runs):
-        run_dir = work / f"{name}-{procs}-{run}"
-        run_dir.mkdir()
+def measure_once(name: str, files: list[Path], procs: int, run_dir: Path) -> float:
+    run_dir.mkdir()
+    try:
         if name == "archive":
-            elapsed = archive_only(files, procs, run_dir / "data")
-        else:
-            with TARGETS[name](run_dir) as target:
-                elapsed = send(target, split(files, procs))
-                if target.stored is not None:
-                    stored = target.stored()
-                    if stored != len(files):
-                        raise RuntimeError(f"{name}: {stored} of {len(files)} instances on disk")
-        times.append(elapsed)
-        print(
-            f"  {name:8s} {procs} assoc run {run + 1}: {len(files) / elapsed:7.1f} inst/s",
-            flush=True,
-        )
+            return archive_only(files, procs, run_dir / "data")
+        with TARGETS[name](run_dir) as target:
+            elapsed = send(target, split(files, procs))
+            if target.stored is not None and (stored := target.stored()) != len(files):
+                raise RuntimeError(f"{name}: {stored} of {len(files)} instances on disk")
+        return elapsed
+    finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    return times
+
+
+def measure(
+    names: list[str], files: list[Path], procs: int, runs: int, work: Path
+) -> dict[str, float]:
+    """Median seconds per target.  Runs are interleaved (run 1 of every target,
+    then run 2...) so a burst of load elsewhere on the machine hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for run in range(runs):
+        for name in names:
+            elapsed = measure_once(name, files, procs, work / f"{name}-{procs}-{run}")
+            times[name].append(elapsed)
+            rate = len(files) / elapsed
+            print(f"  {name:8s} {procs} assoc run {run + 1}: {rate:7.1f} inst/s", flush=True)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -398,10 +405,10 @@ def main() -> None:
         mb = sum(f.stat().st_size for f in files) / 1e6
         print(f"{len(files)} CT instances of {args.size}x{args.size}, {mb:.1f} MB in all")
         results: dict[tuple[str, int], float] = {}
+        names = args.targets.split(",")
         for procs in (1, args.procs):
-            for name in args.targets.split(","):
-                times = measure(name, files, procs, args.runs, work)
-                results[(name, procs)] = statistics.median(times)
+            for name, seconds in measure(names, files, procs, args.runs, work).items():
+                results[(name, procs)] = seconds
         report(results, len(files), mb, args.targets.split(","), args.procs)
         if "vna" in results_names(results):
             how = "`vna serve`" if VNA_MODE.get("serve") else "archive + DimseService (this script)"

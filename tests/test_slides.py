@@ -25,6 +25,8 @@ from tiler.geometry import ceil_div
 from vna.index.base import SlideRecord, SlideStatus
 from vna.keys import INDEX, STORE
 from vna.slides.manager import series_slide_id
+from vna.slides.service import SLIDES
+from vna.storage.fs import FileStore
 from vna.testdata.slides import default_cache_dir, make_dicom_wsi, make_svs
 
 W, H = 1900, 1300  # not multiples of the tile size: edge tiles on every level
@@ -125,6 +127,11 @@ def test_tile_passthrough_serves_stored_bytes(ready):
         assert served.status_code == 200
         assert served.headers["Content-Type"] == "image/jpeg"
         assert served.content == stored  # not decoded, not re-encoded
+    # on S3 the tiles above came out of whole shards read once; on disk, one pread each
+    reader = server.app[SLIDES].tiles.reader
+    assert reader.whole_shards == (not isinstance(store, FileStore))
+    held = [k for k in list(reader.cache._items) if k[0] == "shard"]
+    assert bool(held) == reader.whole_shards
 
 
 def test_edge_tiles_have_exact_sizes(ready):

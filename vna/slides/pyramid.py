@@ -71,9 +71,15 @@ def read_root_meta(doc: bytes) -> PyramidInfo:
 class PyramidReader:
     """Open pyramids and fetch their JPEG chunks; every cache is byte-bounded."""
 
-    def __init__(self, store: BlobStore, cache: ByteLRU) -> None:
+    def __init__(self, store: BlobStore, cache: ByteLRU, *, whole_shards: bool = False) -> None:
         self.store = store
         self.cache = cache  # shard indexes live here, charged at their size
+        # On object stores a request costs far more than its bytes (about 0.8 ms of
+        # client CPU for a signed GET): there a shard's first use reads it whole, once,
+        # and its other tiles are then served from memory.  On a filesystem a pread
+        # per tile is cheaper than holding shards.
+        self.whole_shards = whole_shards
+        self.shard_limit = min(16 << 20, cache.max_bytes // 16)
         self._inflight: dict[tuple, asyncio.Future] = {}
 
     async def open(self, rec: SlideRecord) -> OpenPyramid:
@@ -110,6 +116,10 @@ class PyramidReader:
         rng = chunk_range(index, i)
         if rng is None:
             return None
+        if self.whole_shards:
+            shard = self.cache.get(("shard", pyr.build_id, key))
+            if shard is not None:
+                return shard[rng[0] : rng[1]]
         return await self.store.get(key, rng[0], rng[1])
 
     async def _index(self, pyr: OpenPyramid, key: str) -> np.ndarray | None:
@@ -147,4 +157,9 @@ class PyramidReader:
             return None
         if size < n:
             raise IntegrityError(f"shard {key} is shorter than its index")
+        if self.whole_shards and size <= self.shard_limit:
+            data = await self.store.get(key)
+            index = shard_index(data, pyr.shard_tiles)  # the index is the shard's tail
+            self.cache.put(("shard", pyr.build_id, key), data, len(data))
+            return index
         return shard_index(await self.store.get(key, size - n, size), pyr.shard_tiles)

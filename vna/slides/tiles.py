@@ -18,6 +18,7 @@ from vna.slides import render
 from vna.slides.cache import ByteLRU
 from vna.slides.pyramid import OpenPyramid, PyramidReader
 from vna.storage.base import BlobStore
+from vna.storage.fs import FileStore
 
 Run = Callable[..., Awaitable[Any]]
 DEFAULT_QUALITY = 85  # what the tiler stores; asking for it means passthrough
@@ -41,7 +42,9 @@ def check_format(fmt: str, quality: int | None) -> tuple[str, int]:
 class TileService:
     def __init__(self, store: BlobStore, cache_bytes: int, run: Run) -> None:
         self.cache = ByteLRU(cache_bytes)
-        self.reader = PyramidReader(store, self.cache)
+        self.reader = PyramidReader(
+            store, self.cache, whole_shards=not isinstance(store, FileStore)
+        )
         self.run = run  # the archive's bounded pool: pixels never touch the event loop
 
     def cached(

@@ -91,6 +91,25 @@ async def test_corrupt_tile_fails_and_first_failure_stops_the_rest(
     assert await keys(blob_store, "slides/") == []
 
 
+@pytest.mark.parametrize("dct_downscale", [True, False])
+async def test_damaged_entropy_data_fails(
+    blob_store: BlobStore, svs: Path, tmp_path: Path, dct_downscale: bool
+) -> None:
+    """Zeros in the middle of one tile's scan: decoders only warn; the build must fail."""
+    bad = tmp_path / "damaged.svs"
+    shutil.copy(svs, bad)
+    offsets, counts = tile_locations(svs)
+    i = 9 * 3 + 4  # an interior tile
+    with open(bad, "r+b") as f:
+        f.seek(offsets[i] + counts[i] // 2)
+        f.write(bytes(100))
+    with pytest.raises(SlideError, match="[Cc]orrupt"):
+        await tiler.build_pyramid(
+            str(bad), blob_store, "slides/dmg", workers=2, dct_downscale=dct_downscale
+        )
+    assert await keys(blob_store, "slides/") == []
+
+
 async def test_cancel_event_leaves_nothing(blob_store: BlobStore, svs: Path) -> None:
     cancel = threading.Event()
     done: list[int] = []

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from tiler.geometry import Level, Pyramid, morton_iter
-from tiler.jpeg import decode_jpeg, decode_jpeg_half, encode_jpeg
+from tiler.jpeg import decode_jpeg_half, decode_source_tile, encode_jpeg
 from tiler.shard import build_shard
 from tiler.sources.base import SlideSource
 from vna.errors import Cancelled, SlideError, VnaError
@@ -273,7 +273,7 @@ class PyramidBuilder:
         t = lv.tile
         raw = self.source.raw_tile(0, col, row) if self.passthrough else None
         if raw is not None:
-            pixels = decode_jpeg(raw)
+            pixels = decode_source_tile(raw)
             if pixels.shape[:2] == (t, t):
                 if not pixels.flags.writeable:
                     pixels = pixels.copy()

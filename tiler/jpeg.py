@@ -121,27 +121,63 @@ def encode_tile(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 85) -> bytes:
 _turbo = threading.local()
 
 
-def _turbojpeg():  # one handle per thread: tjhandles are not thread-safe
+def _turbojpeg():  # type: ignore[no-untyped-def]  # one handle per thread: not thread-safe
     if not hasattr(_turbo, "tj"):
         try:
             from turbojpeg import TurboJPEG
 
-            _turbo.tj = TurboJPEG()
-        except Exception:  # libturbojpeg0 missing: fall back to decode/crop/encode
+            _turbo.tj = _strict(TurboJPEG())
+        except Exception:  # libturbojpeg0 missing: fall back to imagecodecs / re-encoding
             _turbo.tj = None
     return _turbo.tj
 
 
+def _strict(tj):  # type: ignore[no-untyped-def]
+    """Make this handle raise on libjpeg warnings ("Corrupt JPEG data", "Premature end").
+
+    PyTurboJPEG turns them into warnings.warn(), and catching those is not thread-safe
+    (warnings.catch_warnings swaps process-wide state), so its private reporter is
+    replaced on this handle: decoding with TJFLAG_STOPONWARNING then fails loudly,
+    as OpenSlide does, instead of letting a damaged tile through.
+    """
+    get_string = tj._TurboJPEG__get_error_string
+
+    def report(handle) -> None:  # type: ignore[no-untyped-def]
+        raise SlideError(f"corrupt JPEG tile: {get_string(handle)}")
+
+    tj._TurboJPEG__report_error = report
+    return tj
+
+
+def _turbo_decode(data: bytes, scale: tuple[int, int] | None) -> np.ndarray:
+    """libjpeg-turbo decode that fails on any warning (see _strict)."""
+    from turbojpeg import TJFLAG_STOPONWARNING, TJPF_RGB
+
+    return _turbojpeg().decode(
+        data, pixel_format=TJPF_RGB, scaling_factor=scale, flags=TJFLAG_STOPONWARNING
+    )
+
+
+def decode_source_tile(data: bytes) -> np.ndarray:
+    """(H, W, 3) pixels of a source's JPEG tile; SlideError when it is in any way corrupt."""
+    if _turbojpeg() is None:
+        return decode_jpeg(data)
+    try:
+        return _turbo_decode(data, None)
+    except SlideError:
+        raise
+    except Exception as exc:
+        raise SlideError(f"corrupt JPEG tile: {exc}") from exc
+
+
 def decode_jpeg_half(data: bytes) -> np.ndarray | None:
-    """(H/2, W/2, 3) pixels decoded at half scale in the DCT domain; None if unavailable."""
-    tj = _turbojpeg()
-    if tj is None:
+    """(H/2, W/2, 3) pixels decoded at half scale in the DCT domain; None if unavailable
+    or if the data is damaged (the caller's full decode then reports it)."""
+    if _turbojpeg() is None:
         return None
     try:
-        from turbojpeg import TJPF_RGB
-
-        return tj.decode(data, pixel_format=TJPF_RGB, scaling_factor=(1, 2))
-    except Exception:  # corrupt data: the full decoder reports it properly
+        return _turbo_decode(data, (1, 2))
+    except Exception:
         return None
 
 

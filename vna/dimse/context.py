@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 
 from vna.archive.service import Archive
+from vna.dimse.audit import Trail
 from vna.dimse.net import LoopBridge
 from vna.dimse.peers import PeerRegistry
 from vna.settings import Settings
@@ -19,6 +20,7 @@ class HandlerContext:
     archive: Archive
     bridge: LoopBridge
     peers: PeerRegistry
+    audit: Trail | None = None  # vna.audit.AuditTrail when the app keeps one
     # background work that must outlive a handler (storage commitment reports)
     workers: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="vna-dimse")

@@ -22,6 +22,7 @@ from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelMove,
 )
 
+from vna.dimse.audit import dimse_record, record
 from vna.dimse.context import HandlerContext, status
 from vna.errors import BadRequest, VnaError, dimse_status
 from vna.index.base import Level, Query
@@ -122,6 +123,17 @@ def _is_ascii(ds: Dataset) -> bool:
     )
 
 
+def _audit(event: evt.Event, ctx: HandlerContext, query: Query, outcome: str, code: int) -> None:
+    detail = f"{query.level}: " + " ".join(f"{k}={v}" for k, v in query.filters.items())
+    rec = dimse_record(
+        event.assoc, "C-FIND", "query", outcome, code,
+        patient_id=query.filters.get("PatientID"),
+        study_uid=query.filters.get("StudyInstanceUID"),
+        detail=detail[:1000],
+    )  # fmt: skip
+    record(ctx.audit, rec)
+
+
 def handle_find(
     event: evt.Event, ctx: HandlerContext
 ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
@@ -139,8 +151,10 @@ def handle_find(
     try:
         result = ctx.bridge(ctx.archive.find(query))
     except VnaError as exc:
+        _audit(event, ctx, query, "failure", dimse_status(exc))
         yield status(dimse_status(exc), str(exc)), None
         return
+    _audit(event, ctx, query, "success", 0x0000)
     raw_level = str(identifier.QueryRetrieveLevel).strip().upper()
     pending = PENDING
     if result.warnings:  # keys the index could not match on were ignored

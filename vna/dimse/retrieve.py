@@ -19,6 +19,7 @@ from pynetdicom import events as evt
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 
+from vna.dimse.audit import dimse_record, record
 from vna.dimse.context import HandlerContext, status
 from vna.dimse.net import set_nodelay
 from vna.dimse.query import CANCEL, PENDING, match_string, query_level
@@ -114,8 +115,23 @@ def _records(event: evt.Event, ctx: HandlerContext) -> list[InstanceRecord] | Da
         return status(0xC000, f"cannot process the identifier: {exc}")
 
 
+def _audit(event: evt.Event, ctx: HandlerContext, service: str, records: Any, detail: str) -> None:
+    """One record per retrieve: what was asked for, how many instances it named."""
+    ok = isinstance(records, list)
+    studies = sorted({r.study_instance_uid for r in records}) if ok else []
+    rec = dimse_record(
+        event.assoc, service, "retrieve", "success" if ok else "failure",
+        0x0000 if ok else int(records.Status),
+        study_uid=studies[0] if len(studies) == 1 else None,
+        detail=(f"{len(records)} instance(s) of {len(studies)} study(ies); " if ok else "")
+        + detail,
+    )  # fmt: skip
+    record(ctx.audit, rec)
+
+
 def handle_get(event: evt.Event, ctx: HandlerContext) -> Iterator[Any]:
     records = _records(event, ctx)
+    _audit(event, ctx, "C-GET", records, "back to the requestor")
     if isinstance(records, Dataset):
         # pynetdicom wants a count before any status: one failed "sub-operation"
         yield 1
@@ -130,9 +146,12 @@ def handle_move(event: evt.Event, ctx: HandlerContext) -> Iterator[Any]:
     peer = ctx.peers.get(destination)
     if peer is None:
         log.info("C-MOVE to unknown destination %r refused", destination)
+        refused = status(0xA801, f"unknown move destination {destination}")
+        _audit(event, ctx, "C-MOVE", refused, f"to unknown destination {destination}")
         yield None, None  # pynetdicom answers 0xA801 Move Destination unknown
         return
     records = _records(event, ctx)
+    _audit(event, ctx, "C-MOVE", records, f"to {destination}")
     originator = event.assoc.requestor.ae_title.strip()
 
     def on_established(ev: evt.Event) -> None:

@@ -37,6 +37,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from vna.archive.service import Archive
 from vna.dimse import commitment, query, retrieve, store
+from vna.dimse.audit import Trail, dimse_record, record
 from vna.dimse.context import HandlerContext
 from vna.dimse.net import (
     ACCEPTED_TRANSFER_SYNTAXES,
@@ -96,13 +97,15 @@ class DimseService:
         peers: PeerRegistry,
         *,
         reuse_port: bool = False,
+        audit: Trail | None = None,
     ) -> None:
         """``reuse_port``: listen with SO_REUSEPORT, so several server processes
         (``vna serve --workers N``) share the DIMSE port and the kernel spreads
-        associations over them -- past one process's GIL."""
+        associations over them -- past one process's GIL.
+        ``audit``: the app's ``vna.audit.AuditTrail``; DIMSE operations are recorded."""
         self.settings = settings
         self.reuse_port = reuse_port
-        self.ctx = HandlerContext(settings, archive, LoopBridge(loop), peers)
+        self.ctx = HandlerContext(settings, archive, LoopBridge(loop), peers, audit)
         self.ae = AE(ae_title=settings.ae_title)
         self.ae.maximum_associations = settings.max_associations or 64
         self.ae.require_called_aet = True
@@ -140,7 +143,7 @@ class DimseService:
         return [
             (evt.EVT_CONN_OPEN, set_nodelay),
             (evt.EVT_REQUESTED, self._prepare_negotiation),
-            (evt.EVT_REJECTED, _log_rejected),
+            (evt.EVT_REJECTED, _log_rejected, [ctx]),
             (evt.EVT_C_ECHO, _echo),
             (evt.EVT_C_STORE, store.handle_store, [ctx]),
             (evt.EVT_C_FIND, query.handle_find, [ctx]),
@@ -209,17 +212,14 @@ REJECT_REASONS = {
 }
 
 
-def _log_rejected(event: evt.Event) -> None:
+def _log_rejected(event: evt.Event, ctx: HandlerContext) -> None:
     """Operators see why a peer could not associate (the peer gets A-ASSOCIATE-RJ)."""
     rj = event.assoc.acceptor.primitive
     reason = REJECT_REASONS.get((rj.result_source, rj.diagnostic), f"diagnostic {rj.diagnostic}")
     remote = event.assoc.requestor
-    log.warning(
-        "association from %s (%s) rejected: %s",
-        remote.ae_title,
-        remote.address,
-        reason,
-    )
+    log.warning("association from %s (%s) rejected: %s", remote.ae_title, remote.address, reason)
+    rec = dimse_record(event.assoc, "A-ASSOCIATE", "associate", "denied", 0, detail=reason)
+    record(ctx.audit, rec, (rec.who, rec.ip, "associate"))
 
 
 # -- wiring into the aiohttp app ---------------------------------------------------
@@ -230,11 +230,14 @@ def dimse_cleanup_ctx(
     *,
     serve: bool = True,
     reuse_port: bool = False,
+    audit_key: web.AppKey[Any] | None = None,
 ) -> Any:
     """A cleanup context: the peer registry always (the API needs it), the DIMSE
     service when ``serve`` and ``settings.dimse`` are set.  With several server
     processes either serve DIMSE in one only (``serve=False`` elsewhere) or in all
-    of them with ``reuse_port=True``.  Append it after the archive's context."""
+    of them with ``reuse_port=True``.  ``audit_key``: where the app keeps its
+    ``AuditTrail`` (vna.audit.trail.AUDIT).  Append it after the archive's and the
+    audit trail's contexts."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[settings_key]
@@ -243,7 +246,10 @@ def dimse_cleanup_ctx(
         service = None
         if serve and settings.dimse:
             loop = asyncio.get_running_loop()
-            service = DimseService(settings, app[archive_key], loop, peers, reuse_port=reuse_port)
+            trail = app.get(audit_key) if audit_key is not None else None
+            service = DimseService(
+                settings, app[archive_key], loop, peers, reuse_port=reuse_port, audit=trail
+            )
             await asyncio.to_thread(service.start)
         try:
             yield

@@ -27,7 +27,9 @@ from typing import BinaryIO
 from pydicom.dataset import Dataset
 from pynetdicom import events as evt
 
+from vna.archive.service import StoreResult
 from vna.dicom import part10_header
+from vna.dimse.audit import dimse_record, record
 from vna.dimse.context import HandlerContext, status
 from vna.errors import OUT_OF_RESOURCES, PROCESSING_FAILURE, InvalidDicom, dimse_status
 
@@ -79,7 +81,24 @@ def handle_store(event: evt.Event, ctx: HandlerContext) -> Dataset | int:
         assert result.error is not None
         code = dimse_status(result.error)
         log.info("C-STORE from %s refused (0x%04X): %s", calling, code, result.error)
+        _audit(ctx, event, result, "failure", code, str(result.error))
         return status(code, str(result.error))
     if result.warning:
         log.info("C-STORE %s from %s: %s", result.sop_instance_uid, calling, result.warning)
+    _audit(ctx, event, result, "success", 0x0000, result.warning or "")
     return 0x0000
+
+
+def _audit(
+    ctx: HandlerContext, event: evt.Event, result: StoreResult, outcome: str, code: int, why: str
+) -> None:
+    rec = dimse_record(
+        event.assoc, "C-STORE", "store", outcome, code,
+        study_uid=result.study_instance_uid or None,
+        series_uid=result.series_instance_uid or None,
+        sop_uid=result.sop_instance_uid or str(event.request.AffectedSOPInstanceUID),
+        detail=why[:1000],
+    )  # fmt: skip
+    # successes: once per (calling AE, study) per window, as STOW-RS per request
+    dedupe = (rec.who, rec.study_uid, "store") if outcome == "success" else None
+    record(ctx.audit, rec, dedupe)

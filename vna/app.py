@@ -8,9 +8,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from vna.archive.runtime import open_archive
+from vna.audit.trail import AUDIT
 from vna.auth.wiring import MIDDLEWARES as SECURITY_MIDDLEWARES
 from vna.auth.wiring import setup_security
 from vna.dicomweb import routes as dicomweb_routes
+from vna.dimse import PEERS, dimse_cleanup_ctx
+from vna.dimse import routes as dimse_routes
 from vna.keys import ARCHIVE, INDEX, PRIMARY, SETTINGS, STORE
 from vna.settings import Settings
 from vna.slides.service import setup_slides
@@ -47,9 +50,14 @@ def create_app(settings: Settings, *, primary: bool = True) -> web.Application:
     app[PRIMARY] = primary
     app.cleanup_ctx.append(_archive_ctx)
     setup_security(app)  # after the archive: the audit writer needs its index
+    # DIMSE runs in the primary process only; the peer registry (and its API) in all
+    app.cleanup_ctx.append(
+        dimse_cleanup_ctx(SETTINGS, ARCHIVE, PEERS, serve=primary, audit_key=AUDIT)
+    )
     app.on_response_prepare.append(add_cors_headers)
     add_routes(app, [Route("GET", "/healthz", healthz, PUBLIC)])
     add_routes(app, dicomweb_routes.routes(settings.base_path))
+    add_routes(app, dimse_routes())
     setup_slides(app)
     setup_viewer(app)
     return app

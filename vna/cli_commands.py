@@ -18,6 +18,7 @@ from vna.archive.runtime import open_archive
 from vna.cli import command, run
 from vna.index.base import AddOutcome
 from vna.settings import Settings
+from vna.slides.access import TileQuietAccessLogger
 
 IMPORT_PARALLEL = 8
 
@@ -101,6 +102,7 @@ def _serve_worker(settings: Settings) -> None:
         port=port,
         reuse_port=True,
         ssl_context=tls_context(settings),
+        access_log_class=TileQuietAccessLogger,
         print=None,
     )
 
@@ -134,6 +136,9 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             port=port,
             reuse_port=bool(extra),
             ssl_context=tls_context(settings),
+            # a line per tile would double the tile server's CPU; the audit trail
+            # records tile reads once per viewer and slide anyway
+            access_log_class=TileQuietAccessLogger,
             print=lambda m: print(m, flush=True),
         )
     finally:

@@ -128,3 +128,17 @@ def test_settings_precedence(tmp_path, monkeypatch):
     cfg.write_text("no_such_setting = 1\n")
     with pytest.raises(ValueError, match="unknown setting"):
         load_settings(str(cfg))
+
+
+@pytest.mark.slow
+def test_demo_puts_a_study_and_a_slide_in_once(tmp_path):
+    """What the README's run command imports: something to look at, once."""
+    data = tmp_path / "data"
+    first = vna("demo", data=data)
+    assert "demo study: stored 32, already there 0" in first.stdout
+    slide_id, name, size = first.stdout.strip().splitlines()[-1].split("\t")
+    assert name == "Demo slide (synthetic H&E)" and size == "16000x12000"
+    again = vna("demo", data=data)
+    assert "already there 32" in again.stdout and "demo slide: already there" in again.stdout
+    listed = vna("slides", "list", data=data).stdout
+    assert slide_id in listed and "ready" in listed

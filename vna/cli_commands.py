@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import sys
 from collections import Counter
@@ -252,17 +251,37 @@ def fsck_cmd(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if r.ok else 1
 
 
+DEMO_SLIDE = "Demo slide (synthetic H&E)"
+
+
 @command("demo")
 def demo_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    """The demo study and slide, generated on first use and cached in the data dir."""
     from vna.testdata.dicom import demo_study
 
     cache = Path(settings.data).resolve() / "demo"
-    if not cache.exists():
-        os.makedirs(cache, exist_ok=True)
-        demo_study(str(cache))
-    counts = run(import_files(settings, [str(cache)], quiet=True))
+    study = cache / "study"
+    if not study.exists():
+        demo_study(str(study))
+    counts = run(import_files(settings, [str(study)], quiet=True))
     print(f"demo study: stored {counts['stored']}, already there {counts['duplicates']}")
-    return 0 if not counts["failed"] else 1
+    if counts["failed"]:
+        return 1
+    return run(_demo_slide(settings, cache / "slide"))
+
+
+async def _demo_slide(settings: Settings, cache: Path) -> int:
+    from vna.slides.cli import add_slides
+    from vna.testdata.slides import make_svs
+
+    async with open_archive(settings) as archive:
+        slides = await archive.index.list_slides()
+    if any(s.name == DEMO_SLIDE and s.status == "ready" for s in slides):
+        print("demo slide: already there")
+        return 0
+    cache.mkdir(parents=True, exist_ok=True)
+    svs = await asyncio.to_thread(make_svs, cache, 16000, 12000, tile=240)
+    return await add_slides(settings, [str(svs)], DEMO_SLIDE)
 
 
 @command("slides")

@@ -58,7 +58,7 @@ def _report(rec: SlideRecord) -> bool:
     return False
 
 
-async def _add(settings: Settings, paths: list[str], name: str | None) -> int:
+async def add_slides(settings: Settings, paths: list[str], name: str | None) -> int:
     ok = True
     async with open_archive(settings) as archive:
         mgr = SlideManager(archive, settings)
@@ -110,7 +110,7 @@ async def main(settings: Settings, args: argparse.Namespace) -> int:
     cmd = args.slides_command
     try:
         if cmd == "add":
-            return await _add(settings, args.paths, args.name)
+            return await add_slides(settings, args.paths, args.name)
         if cmd == "build":
             return await _build_series(settings, args.series_uid)
         if cmd == "list":

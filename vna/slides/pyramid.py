@@ -47,6 +47,11 @@ class OpenPyramid:
     def __post_init__(self) -> None:
         self.dzi_max = dzi_max_level(self.width, self.height)
 
+    @property
+    def quality(self) -> int:
+        """The JPEG quality the chunks were stored at: asking for it means passthrough."""
+        return self.info.quality
+
     def level(self, k: int) -> Level:
         """Level k's geometry; k may lie above the stored levels (derived levels)."""
         return Level(k, *level_size(self.width, self.height, k), self.tile, self.shard_tiles)

@@ -21,7 +21,6 @@ from vna.storage.base import BlobStore
 from vna.storage.fs import FileStore
 
 Run = Callable[..., Awaitable[Any]]
-DEFAULT_QUALITY = 85  # what the tiler stores; asking for it means passthrough
 FORMATS = ("jpeg", "jpg", "png", "webp")
 MAX_REGION_PIXELS = 8192 * 8192
 
@@ -30,10 +29,11 @@ def tile_key(pyr: OpenPyramid, k: int, col: int, row: int, fmt: str, quality: in
     return ("tile", pyr.build_id, k, col, row, "jpeg" if fmt == "jpg" else fmt, quality)
 
 
-def check_format(fmt: str, quality: int | None) -> tuple[str, int]:
+def check_format(fmt: str, quality: int | None, stored: int) -> tuple[str, int]:
+    """The format and quality to serve; no quality asked means the stored one."""
     if fmt not in FORMATS:
         raise BadRequest(f"unsupported tile format {fmt!r} (jpeg, jpg, png, webp)")
-    q = DEFAULT_QUALITY if quality is None else quality
+    q = stored if quality is None else quality
     if not 1 <= q <= 100:
         raise BadRequest("quality must be between 1 and 100")
     return ("jpeg" if fmt == "jpg" else fmt), q
@@ -77,14 +77,14 @@ class TileService:
         self, pyr: OpenPyramid, k: int, col: int, row: int, fmt: str, quality: int
     ) -> bytes:
         w, h = self.check_tile(pyr, k, col, row)
-        plain = fmt == "jpeg" and quality == DEFAULT_QUALITY
+        plain = fmt == "jpeg" and quality == pyr.quality
         if k >= pyr.nlevels:
             top = pyr.nlevels - 1
             tw, th = pyr.level(top).tile_box(0, 0)[2:]
             src = await self._chunk(pyr, top, 0, 0)
             return await self.run(render.derive_tile, src, tw, th, w, h, fmt, quality)
         if not plain:  # built from the exact-size JPEG, which is cached on its own
-            base = await self.tile(pyr, k, col, row, "jpeg", DEFAULT_QUALITY)
+            base = await self.tile(pyr, k, col, row, "jpeg", pyr.quality)
             return await self.run(render.reencode, base, w, h, fmt, quality)
         raw = await self._chunk(pyr, k, col, row)
         if w == pyr.tile and h == pyr.tile:

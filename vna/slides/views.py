@@ -16,7 +16,7 @@ from vna.errors import BadRequest, NotFound, NotReady
 from vna.slides import iiif, render
 from vna.slides.pyramid import OpenPyramid
 from vna.slides.service import SLIDES, SlideService, not_ready_response
-from vna.slides.tiles import DEFAULT_QUALITY, check_format
+from vna.slides.tiles import check_format
 from vna.web import READ, Route
 
 CACHE_CONTROL = "private, max-age=86400, immutable"
@@ -91,7 +91,7 @@ async def dzi_tile(request: web.Request) -> web.Response:
     except NotReady as exc:
         return not_ready_response(exc)
     k = pyr.dzi_level(int(mi["level"]))
-    fmt, q = check_format(mi["fmt"], _quality(request))
+    fmt, q = check_format(mi["fmt"], _quality(request), pyr.quality)
     col, row = int(mi["col"]), int(mi["row"])
     etag = f'"{pyr.build_id}.{k}.{col}.{row}.{fmt}.{q}"'
     data = svc.tiles.cached(pyr, k, col, row, fmt, q)
@@ -161,8 +161,8 @@ async def iiif_image(request: web.Request) -> web.Response:
     tile = iiif.as_tile(req, pyr.width, pyr.height, pyr.tile, pyr.nlevels)
     if tile is not None:  # exactly one stored tile: the tile path (passthrough for JPEG)
         k, col, row = tile
-        etag = f'"{pyr.build_id}.{k}.{col}.{row}.{req.fmt}.{DEFAULT_QUALITY}"'
-        data = await svc.tiles.tile(pyr, k, col, row, req.fmt, DEFAULT_QUALITY)
+        etag = f'"{pyr.build_id}.{k}.{col}.{row}.{req.fmt}.{pyr.quality}"'
+        data = await svc.tiles.tile(pyr, k, col, row, req.fmt, pyr.quality)
     else:
         etag = (
             f'"{pyr.build_id}.{req.box}.{req.size}.{req.rotation}{req.mirror}.{req.fmt}"'.replace(
@@ -180,7 +180,7 @@ async def _region(svc: SlideService, pyr: OpenPyramid, req: iiif.ImageRequest) -
     data = svc.tiles.cache.get(key)
     if data is None:
         rot = (req.rotation, req.mirror)
-        data = await svc.tiles.region(pyr, req.box, req.size, rot, req.fmt, DEFAULT_QUALITY)
+        data = await svc.tiles.region(pyr, req.box, req.size, rot, req.fmt, pyr.quality)
         svc.tiles.cache.put(key, data, len(data) + 200)
     return data
 

@@ -88,14 +88,22 @@ def make_settings(tmp: Path, storage: str = "", **kw) -> Settings:
     )
 
 
-@pytest.fixture(params=["fs", pytest.param("s3", marks=pytest.mark.s3)])
+BACKENDS = ["fs", pytest.param("s3", marks=pytest.mark.s3)]
+
+
+def storage_for(request: pytest.FixtureRequest) -> str:
+    """The storage URL for a fixture parametrized over BACKENDS: "" is the embedded
+    filesystem default; "s3" gets a fresh bucket on the test SeaweedFS."""
+    if request.param != "s3":
+        return ""
+    s3 = request.getfixturevalue("s3_env")
+    return s3.url(bucket=f"vna-{uuid.uuid4().hex[:12]}", prefix="archive")
+
+
+@pytest.fixture(params=BACKENDS)
 def vna_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
     """vna on the filesystem store, then on S3 (SeaweedFS)."""
-    storage = ""
-    if request.param == "s3":
-        s3 = request.getfixturevalue("s3_env")
-        storage = s3.url(bucket=f"vna-{uuid.uuid4().hex[:12]}", prefix="archive")
-    yield from start_server(make_settings(tmp_path / "data", storage))
+    yield from start_server(make_settings(tmp_path / "data", storage_for(request)))
 
 
 @pytest.fixture

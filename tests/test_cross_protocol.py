@@ -7,7 +7,6 @@ against real dcmtk peers, on the filesystem and on S3."""
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,20 +16,16 @@ from pydicom import dcmread
 from pydicom.uid import JPEGLSLossless
 
 from tests.fixtures_dimse import dataset_part, dcmtk_env, free_port
-from tests.fixtures_server import LiveServer, make_settings, start_server
+from tests.fixtures_server import BACKENDS, LiveServer, make_settings, start_server, storage_for
 from tests.test_dicomweb import _single_part, stow
 from vna.testdata import dicom as td
 
 STORED_AS_IS = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
 
 
-@pytest.fixture(params=["fs", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.fixture(params=BACKENDS)
 def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
-    storage = ""
-    if request.param == "s3":
-        s3 = request.getfixturevalue("s3_env")
-        storage = s3.url(bucket=f"vna-{uuid.uuid4().hex[:12]}", prefix="archive")
-    settings = make_settings(tmp_path / "data", storage)
+    settings = make_settings(tmp_path / "data", storage_for(request))
     settings.dimse = f"127.0.0.1:{free_port()}"
     yield from start_server(settings)
 

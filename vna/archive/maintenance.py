@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vna.archive.service import BLOB_PREFIX, Archive, make_record, unlink_quietly
+from vna.archive.service import BLOB_PREFIX, Archive, unlink_quietly
 from vna.dicom import parse_part10
 from vna.errors import VnaError
 from vna.index.base import DuplicatePolicy
@@ -49,8 +49,7 @@ async def reindex(archive: Archive, progress: Progress | None = None) -> Reindex
         path = await archive.spool(archive.store.stream(blob.key))
         try:
             parsed = await archive.run(parse_part10, path)
-            rec = make_record(parsed, blob.key, "reindex", None)
-            rec.stored_at = blob.mtime
+            rec = parsed.to_record(blob.key, stored_at=blob.mtime, source="reindex")
             await archive.index.add(rec, policy)
             report.indexed += 1
         except VnaError as exc:

@@ -183,7 +183,7 @@ class Archive:
         # durable before the index knows of it; on a local store the spool file is
         # renamed into place, so the bytes are written once
         await self.store.put_file(key, path, move=True)
-        rec = make_record(parsed, key, source, site)
+        rec = parsed.to_record(key, stored_at=time.time(), source=source, site=site)
         outcome = await self.index.add(rec, self.policy)
         if outcome is AddOutcome.CONFLICT:
             # a concurrent store of the same SOP won the race; our blob is unreferenced
@@ -271,26 +271,6 @@ class Archive:
         for rec in removed:
             await self.store.delete(rec.blob_key)
         return len(removed)
-
-
-def make_record(parsed: ParsedInstance, key: str, source: str, site: str | None) -> InstanceRecord:
-    return InstanceRecord(
-        sop_instance_uid=parsed.sop_instance_uid,
-        sop_class_uid=parsed.sop_class_uid,
-        study_instance_uid=parsed.study_instance_uid,
-        series_instance_uid=parsed.series_instance_uid,
-        transfer_syntax_uid=parsed.transfer_syntax_uid,
-        blob_key=key,
-        size=parsed.size,
-        sha256=parsed.sha256,
-        identity=parsed.identity,
-        num_frames=parsed.num_frames,
-        frames=parsed.frames,
-        metadata=parsed.metadata,
-        stored_at=time.time(),
-        source=source,
-        site=site,
-    )
 
 
 def _sha256(data: bytes) -> str:

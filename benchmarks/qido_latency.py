@@ -273,7 +273,51 @@ async def measure(index: SqliteIndex, n_studies: int, runs: int) -> None:
         )
 
 
-async def main() -> None:
+QIDO_PATHS = {"study": "/studies", "series": "/series", "instance": "/instances"}
+
+
+def qido_request(q: Query) -> tuple[str, dict[str, str]]:
+    """The QIDO-RS request a viewer would send for ``q``."""
+    params = dict(q.filters)
+    if q.fuzzy:
+        params["fuzzymatching"] = "true"
+    if q.limit is not None:
+        params["limit"] = str(q.limit)
+    return QIDO_PATHS[q.level], params
+
+
+async def measure_http(base: str, n_studies: int, runs: int) -> None:
+    """The same queries through a running ``vna serve``: what a viewer waits for."""
+    import aiohttp
+
+    print(f"\nover HTTP (QIDO-RS, one keep-alive connection), {base}")
+    print(f"{'query':<28}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'rows':>7}")
+    async with aiohttp.ClientSession() as session:
+        for label, make in query_makers(n_studies).items():
+            r = random.Random(label)
+            times, rows = [], 0
+            for k in range(runs + 5):
+                path, params = qido_request(make(r))
+                t0 = time.perf_counter()
+                async with session.get(base + path, params=params) as resp:
+                    body = await resp.json(content_type=None)
+                    assert resp.status == 200, body
+                if k >= 5:
+                    times.append((time.perf_counter() - t0) * 1000)
+                    rows += len(body)
+            qs = statistics.quantiles(times, n=100)
+            print(f"{label:<28}{qs[49]:>9.2f}{qs[94]:>9.2f}{qs[98]:>9.2f}{rows / runs:>7.0f}")
+
+
+def run_http(path: Path, n_studies: int, runs: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from peers import vna
+
+    with vna("--index", f"sqlite:///{path}") as peer:
+        asyncio.run(measure_http(peer.dicomweb, n_studies, runs))
+
+
+async def main() -> tuple[Path, int, int]:
     ap = argparse.ArgumentParser()
     ap.add_argument("--instances", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=200)
@@ -303,7 +347,9 @@ async def main() -> None:
         await measure(index, n_studies, args.runs)
     finally:
         await index.close()
+    return path, n_studies, args.runs
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    db, studies, n_runs = asyncio.run(main())
+    run_http(db, studies, n_runs)

@@ -284,15 +284,17 @@ def test_slide_screenshot_matches_source(report: dict, data: dict, which: str) -
         assert good >= off + 8.0, f"z={z}: PSNR {good:.1f} dB, but {off:.1f} dB {shift} px off"
 
 
-def test_slide_tiles_all_answered(report: dict, data: dict) -> None:
-    tiles = [
-        r
-        for r in report["responses"]
-        if re.search(r"/slides/[^/]+_files/\d+/\d+_\d+\.jpeg$", r["url"])
-    ]
+def test_slide_tiles_all_answered(report: dict, data: dict, server: LiveServer) -> None:
+    tile_url = re.compile(r"/slides/([^/]+)_files/\d+/\d+_\d+\.jpeg\?build=([0-9a-f]+)$")
+    tiles = [(r, m) for r in report["responses"] if (m := tile_url.search(r["url"]))]
     assert len(tiles) > 10
-    assert {r["status"] for r in tiles} == {200}
+    assert {r["status"] for r, _ in tiles} == {200}
     assert not [u for u in report["failedRequests"] if "_files/" in u["url"]]
+    # every tile URL names the build it belongs to, so immutable caching never
+    # serves a rebuilt slide's old tiles
+    for slide_id in {m[1] for _, m in tiles}:
+        build = requests.get(f"{server.url}/slides/{slide_id}", timeout=30).json()["build_id"]
+        assert {m[2] for _, m in tiles if m[1] == slide_id} == {build}
 
 
 # -- the series viewer ---------------------------------------------------------------------

@@ -99,12 +99,14 @@ function markOsdStyleInjected() {
   document.head.append(marker);
 }
 
-function makeViewer() {
+function makeViewer(slide) {
   markOsdStyleInjected();
   return OpenSeadragon({
     element: document.getElementById('osd'),
     prefixUrl: '/static/vendor/openseadragon/images/',
-    tileSources: `${base}.dzi`,
+    // the build id rides along on every tile URL (OpenSeadragon copies the .dzi's
+    // query string): tiles are cached immutable, and a rebuild must not show stale ones
+    tileSources: `${base}.dzi?build=${encodeURIComponent(slide.build_id || '')}`,
     // the WebGL drawer is software-rendered on GPU-less machines: ~200 ms a tile
     drawer: 'canvas',
     showNavigator: true,
@@ -201,7 +203,7 @@ async function main() {
   showCase(slide);
   showAssociated(slide);
   showProperties(slide);
-  const viewer = makeViewer();
+  const viewer = makeViewer(slide);
   window.vna = {viewer, slide}; // for debugging and the browser tests
   const ruler = new Ruler(viewer, document.getElementById('ruler-layer'), document.getElementById('ruler-readout'), slideMpp(slide));
   viewer.addOnceHandler('open', () => {

@@ -160,10 +160,15 @@ def _files(paths: list[str]) -> list[Path]:
     return out
 
 
+def _copy_to_spool(archive: Archive, path: Path) -> str:
+    spool = archive.spool_path()
+    shutil.copyfile(path, spool)
+    return spool
+
+
 async def _import_one(archive: Archive, path: Path) -> StoreResult:
     # the archive consumes what it stores, and these files are the user's: copy
-    spool = archive.spool_path()
-    await archive.run(shutil.copyfile, path, spool)
+    spool = await archive.run(_copy_to_spool, archive, path)
     return await archive.store_file(spool, source="import")
 
 

@@ -87,7 +87,9 @@ def _search(level: Level, path_keys: dict[str, str]):
         query = parse_query(level, request.query, path)
         query.sites = scope_sites(request)  # a caller sees only its granted sites
         result = await request.app[ARCHIVE].find(query)
-        resp = web.Response(text=json.dumps(result.items), content_type=DICOM_JSON)
+        # up to thousands of results: encode off the event loop
+        text = await request.app[ARCHIVE].run(json.dumps, result.items)
+        resp = web.Response(text=text, content_type=DICOM_JSON)
         if result.warnings:
             resp.headers["Warning"] = ", ".join(
                 f'299 vna "{w.replace(chr(34), chr(39))}"' for w in result.warnings

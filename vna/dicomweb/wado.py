@@ -75,26 +75,32 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
 
 
 # -- metadata --------------------------------------------------------------------
-def instance_url(request: web.Request, rec: InstanceRecord) -> str:
-    base = request.app[SETTINGS].base_path
+def instance_url(origin: str, base: str, rec: InstanceRecord) -> str:
     return (
-        f"{public_origin(request)}{base}/studies/{rec.study_instance_uid}"
+        f"{origin}{base}/studies/{rec.study_instance_uid}"
         f"/series/{rec.series_instance_uid}/instances/{rec.sop_instance_uid}/"
     )
 
 
-def metadata_json(request: web.Request, rec: InstanceRecord) -> str:
-    # the index holds relative BulkDataURIs; make them absolute for this request
-    text = json.dumps(rec.metadata)
-    return text.replace(
-        f'"BulkDataURI": "{BULK_PREFIX}',
-        f'"BulkDataURI": "{instance_url(request, rec)}{BULK_PREFIX}',
+def metadata_body(recs: list[InstanceRecord], origin: str, base: str) -> str:
+    """The JSON array of the instances' metadata, with the index's relative
+    BulkDataURIs made absolute for this request."""
+    texts = (
+        json.dumps(rec.metadata).replace(
+            f'"BulkDataURI": "{BULK_PREFIX}',
+            f'"BulkDataURI": "{instance_url(origin, base, rec)}{BULK_PREFIX}',
+        )
+        for rec in recs
     )
+    return "[" + ",".join(texts) + "]"
 
 
 async def metadata(request: web.Request) -> web.Response:
-    recs = await request.app[ARCHIVE].instances(*path_uids(request), sites=scope_sites(request))
-    body = "[" + ",".join(metadata_json(request, r) for r in recs) + "]"
+    archive = request.app[ARCHIVE]
+    recs = await archive.instances(*path_uids(request), sites=scope_sites(request))
+    origin, base = public_origin(request), request.app[SETTINGS].base_path
+    # a large series is megabytes of JSON: encode it off the event loop
+    body = await archive.run(metadata_body, recs, origin, base)
     return web.Response(text=body, content_type="application/dicom+json")
 
 

@@ -59,6 +59,11 @@ class Settings:
     session_hours: float = 8.0
     tls_cert: str = ""
     tls_key: str = ""
+    # DICOM TLS (PS3.15 B.1) for the DIMSE service; with dimse_tls_ca set, peers
+    # must present a certificate signed by that CA (mutual authentication)
+    dimse_tls_cert: str = ""
+    dimse_tls_key: str = ""
+    dimse_tls_ca: str = ""
     audit_syslog: str = ""  # udp://HOST:PORT or tcp://HOST:PORT: DICOM audit messages
 
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -157,24 +158,29 @@ class DimseService:
         """Listen (non-blocking); raises OSError when the address is taken."""
         configure_pynetdicom()
         host, port = self.settings.dimse_host_port
+        tls = dimse_tls_context(self.settings)
         if self.reuse_port:
-            self._server = self._start_shared((host, port))
+            self._server = self._start_shared((host, port), tls)
         else:
             self._server = self.ae.start_server(
                 (host, port),
                 block=False,
                 evt_handlers=self._handlers(),
                 contexts=supported_contexts(),
+                ssl_context=tls,
             )
         log.info("DIMSE service %s listening on %s:%d", self.settings.ae_title, host, self.port)
 
-    def _start_shared(self, address: tuple[str, int]) -> ThreadedAssociationServer:
+    def _start_shared(
+        self, address: tuple[str, int], tls: ssl.SSLContext | None
+    ) -> ThreadedAssociationServer:
         """What ``AE.start_server(block=False)`` does, with a server class that
         sets SO_REUSEPORT before binding (pynetdicom has no option for it)."""
         server = self.ae.make_server(
             address,
             evt_handlers=self._handlers(),
             contexts=supported_contexts(),
+            ssl_context=tls,
             server_class=_ReusePortServer,
         )
         thread = threading.Thread(target=server.serve_forever, name="vna-dimse", daemon=True)
@@ -223,6 +229,20 @@ def _log_rejected(event: evt.Event, ctx: HandlerContext) -> None:
 
 
 # -- wiring into the aiohttp app ---------------------------------------------------
+def dimse_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """DICOM TLS for the SCP when a certificate is configured; with a CA, peers
+    must authenticate with a certificate it signed."""
+    if not settings.dimse_tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(settings.dimse_tls_cert, settings.dimse_tls_key or None)
+    if settings.dimse_tls_ca:
+        ctx.load_verify_locations(settings.dimse_tls_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 def dimse_cleanup_ctx(
     settings_key: web.AppKey[Settings],
     archive_key: web.AppKey[Archive],

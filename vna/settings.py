@@ -22,6 +22,11 @@ class Peer:
     ae_title: str
     host: str
     port: int
+    site: str | None = None  # what it stores belongs to this site; it sees only this site
+    permissions: list[str] = field(default_factory=lambda: list(PEER_PERMISSIONS))
+
+
+PEER_PERMISSIONS = ("store", "find", "retrieve")
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vna.errors import BadRequest, Conflict, NotFound, StorageError
-from vna.settings import Peer
+from vna.settings import PEER_PERMISSIONS, Peer
 
 PEERS_FILE = "peers.json"
 
@@ -36,10 +36,11 @@ def check_ae_title(value: Any) -> str:
 
 
 def make_peer(data: Any) -> Peer:
-    """A Peer from untrusted JSON: ``{"ae_title": ..., "host": ..., "port": ...}``."""
+    """A Peer from untrusted JSON: ``{"ae_title", "host", "port"}`` and optionally
+    ``"site"`` and ``"permissions"`` (a subset of store, find, retrieve)."""
     if not isinstance(data, dict):
         raise BadRequest("a peer is a JSON object with ae_title, host and port")
-    unknown = set(data) - {"ae_title", "host", "port"}
+    unknown = set(data) - {"ae_title", "host", "port", "site", "permissions"}
     if unknown:
         raise BadRequest(f"unknown peer field(s): {', '.join(sorted(unknown))}")
     host = data.get("host")
@@ -48,7 +49,19 @@ def make_peer(data: Any) -> Peer:
     port = data.get("port")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise BadRequest("port must be an integer from 1 to 65535")
-    return Peer(ae_title=check_ae_title(data.get("ae_title")), host=host.strip(), port=port)
+    site = data.get("site")
+    if site is not None and (not isinstance(site, str) or not site.strip()):
+        raise BadRequest("site must be a non-empty string")
+    perms = data.get("permissions", list(PEER_PERMISSIONS))
+    if not isinstance(perms, list) or not set(perms) <= set(PEER_PERMISSIONS):
+        raise BadRequest(f"permissions must be a list drawn from {', '.join(PEER_PERMISSIONS)}")
+    return Peer(
+        ae_title=check_ae_title(data.get("ae_title")),
+        host=host.strip(),
+        port=port,
+        site=site.strip() if site else None,
+        permissions=sorted(set(perms), key=PEER_PERMISSIONS.index),
+    )
 
 
 class PeerRegistry:

@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (
 )
 
 from vna.dimse.audit import dimse_record, record
-from vna.dimse.context import HandlerContext, status
+from vna.dimse.context import HandlerContext, authorize, peer_sites, status
 from vna.errors import BadRequest, VnaError, dimse_status
 from vna.index.base import Level, Query
 
@@ -148,6 +148,11 @@ def handle_find(
     except Exception as exc:  # an identifier pydicom cannot decode
         yield status(UNABLE_TO_PROCESS, f"cannot decode the identifier: {exc}"), None
         return
+    peer, refused = authorize(ctx, event, "find")
+    if refused is not None:
+        yield refused, None
+        return
+    query.sites = peer_sites(peer)  # a scoped peer sees only its site
     try:
         result = ctx.bridge(ctx.archive.find(query))
     except VnaError as exc:

@@ -20,7 +20,7 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 
 from vna.dimse.audit import dimse_record, record
-from vna.dimse.context import HandlerContext, status
+from vna.dimse.context import HandlerContext, authorize, peer_sites, status
 from vna.dimse.net import set_nodelay
 from vna.dimse.query import CANCEL, PENDING, match_string, query_level
 from vna.dimse.send import Outgoing, contexts_for, enable_raw_store
@@ -76,7 +76,7 @@ def resolve(ctx: HandlerContext, query: Query) -> list[InstanceRecord]:
         if not study:
             continue
         try:
-            for rec in ctx.bridge(ctx.archive.instances(study, series, sop)):
+            for rec in ctx.bridge(ctx.archive.instances(study, series, sop, sites=query.sites)):
                 records.setdefault(rec.sop_instance_uid, rec)
         except NotFound:  # deleted between the find and now
             continue
@@ -104,8 +104,12 @@ def _sub_operations(
 
 def _records(event: evt.Event, ctx: HandlerContext) -> list[InstanceRecord] | Dataset:
     """The instances to send, or the failure status to answer with."""
+    peer, refused = authorize(ctx, event, "retrieve")
+    if refused is not None:
+        return refused
     try:
         query = retrieve_query(event.identifier, str(event.request.AffectedSOPClassUID))
+        query.sites = peer_sites(peer)  # a scoped peer retrieves only its site's
         return resolve(ctx, query)
     except BadRequest as exc:
         return status(IDENTIFIER_DOES_NOT_MATCH, str(exc))

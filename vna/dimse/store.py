@@ -30,7 +30,7 @@ from pynetdicom import events as evt
 from vna.archive.service import StoreResult
 from vna.dicom import part10_header
 from vna.dimse.audit import dimse_record, record
-from vna.dimse.context import HandlerContext, status
+from vna.dimse.context import HandlerContext, authorize, status
 from vna.errors import OUT_OF_RESOURCES, PROCESSING_FAILURE, InvalidDicom, dimse_status
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,10 @@ def _spool(ctx: HandlerContext, event: evt.Event, calling: str) -> str:
 
 def handle_store(event: evt.Event, ctx: HandlerContext) -> Dataset | int:
     calling = event.assoc.requestor.ae_title.strip()
+    peer, refused = authorize(ctx, event, "store")
+    if refused is not None:
+        log.info("C-STORE from %s refused: %s", calling, refused.ErrorComment)
+        return refused
     try:
         path = _spool(ctx, event, calling)
     except InvalidDicom as exc:  # the command's UIDs are not valid UIDs
@@ -73,7 +77,8 @@ def handle_store(event: evt.Event, ctx: HandlerContext) -> Dataset | int:
         log.error("C-STORE from %s: cannot spool the dataset: %s", calling, exc)
         return status(OUT_OF_RESOURCES, f"cannot spool the dataset: {exc.strerror or exc}")
     try:
-        result = ctx.bridge(ctx.archive.store_file(path, source=f"C-STORE {calling}"))
+        site = peer.site if peer is not None else None  # the sending peer's site owns it
+        result = ctx.bridge(ctx.archive.store_file(path, source=f"C-STORE {calling}", site=site))
     except Exception as exc:  # the loop went away, or a timeout: never a silent success
         log.exception("C-STORE from %s failed", calling)
         return status(PROCESSING_FAILURE, f"archive error: {type(exc).__name__}")

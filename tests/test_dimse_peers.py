@@ -106,3 +106,35 @@ def test_a_peer_must_call_from_its_host(dimse_factory) -> None:
     assoc = connect(env, "FARAWAY")  # the AE title is known, but not from here
     assert assoc.send_c_store(td.make_ct(seed=972)).Status == NOT_AUTHORIZED
     assoc.release()
+
+
+def test_peers_api(tmp_path) -> None:
+    """/api/peers as an administrator uses it, on a live server; peers added
+    there survive a restart (kept in the data dir)."""
+    import requests
+
+    from tests.fixtures_server import make_settings, start_server
+
+    settings = make_settings(tmp_path / "data")
+    settings.peers = [Peer("CONFIGURED", "10.0.0.5", 104)]
+    for server in start_server(settings):
+        url = server.url + "/api/peers"
+        new = {"ae_title": "PACS2", "host": "127.0.0.1", "port": 11113, "site": "B",
+               "permissions": ["find", "store"]}  # fmt: skip
+        added = requests.post(url, json=new, timeout=30)
+        assert added.status_code == 201 and added.json()["permissions"] == ["store", "find"]
+        listed = {p["ae_title"]: p for p in requests.get(url, timeout=30).json()}
+        assert listed["PACS2"]["site"] == "B" and listed["PACS2"]["permissions"] == [
+            "store",
+            "find",
+        ]
+        assert listed["CONFIGURED"]["source"] == "config"
+        for bad in ({**new, "port": 0}, {**new, "permissions": ["delete"]}, {**new, "x": 1}):
+            assert requests.post(url, json=bad, timeout=30).status_code == 400
+        assert requests.delete(url + "/CONFIGURED", timeout=30).status_code == 409
+        assert requests.delete(url + "/NOSUCH", timeout=30).status_code == 404
+    for server in start_server(settings):  # a restart keeps the run-time peer
+        url = server.url + "/api/peers"
+        assert "PACS2" in {p["ae_title"] for p in requests.get(url, timeout=30).json()}
+        assert requests.delete(url + "/PACS2", timeout=30).status_code == 204
+        assert "PACS2" not in {p["ae_title"] for p in requests.get(url, timeout=30).json()}

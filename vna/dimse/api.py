@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import asdict
 
 from aiohttp import web
 
@@ -30,10 +31,7 @@ async def add_peer(request: web.Request) -> web.Response:
     peer = make_peer(body)
     # the registry writes a small file: off the event loop all the same
     await asyncio.to_thread(request.app[PEERS].add, peer)
-    return web.json_response(
-        {"ae_title": peer.ae_title, "host": peer.host, "port": peer.port, "source": "api"},
-        status=201,
-    )
+    return web.json_response({**asdict(peer), "source": "api"}, status=201)
 
 
 async def delete_peer(request: web.Request) -> web.Response:

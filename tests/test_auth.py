@@ -265,6 +265,18 @@ def test_slides_are_for_pathologists_of_the_site(secure_server):
     assert requests.get(s.url + "/slides/slide-a", headers=clin, timeout=30).status_code == 403
     admin = requests.get(s.url + "/slides", headers=make_key(s, "admin"), timeout=30).json()
     assert sorted(x["id"] for x in admin) == ["slide-a", "slide-b"]
+    # an upload belongs to the uploader's site: its pathologists see it, others do not
+    up = requests.post(
+        s.url + "/slides?filename=c.svs",
+        data=b"not really a slide",
+        headers={**make_key(s, "uploader", "A"), "Content-Type": "application/octet-stream"},
+        timeout=30,
+    )
+    assert up.status_code == 202
+    mine = requests.get(s.url + "/slides", headers=path_a, timeout=30).json()
+    assert up.json()["id"] in {x["id"] for x in mine}
+    theirs = requests.get(s.url + "/slides", headers=make_key(s, "pathologist", "B"), timeout=30)
+    assert up.json()["id"] not in {x["id"] for x in theirs.json()}
 
 
 # -- API keys from the CLI -------------------------------------------------------

@@ -212,6 +212,7 @@ class SlideManager:
             pass
         recs = await self.series_instances(series_uid)
         fields |= dicom_fields(recs[0].metadata)
+        fields.setdefault("site", recs[0].site)  # the series' site owns its slide
         name = _text(recs[0].metadata, "0008103E") or fields["specimen"] or series_uid
         return await self.create(name, DICOM_SOURCE + series_uid, slide_id=slide_id, **fields)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from vna.auth.roles import scope_sites, store_site
 from vna.errors import BadRequest, NotFound, NotReady, VnaError
 from vna.index.base import Query, SlideRecord, SlideStatus
 from vna.keys import ARCHIVE, PRIMARY, SETTINGS
@@ -296,7 +297,8 @@ async def upload(request: web.Request) -> web.Response:
     except BaseException:
         await svc.manager.archive.run(shutil.rmtree, folder, True)
         raise
-    rec = await svc.manager.create(display, filename, slide_id=slide_id)
+    # the slide belongs to the uploader's site, as instances stored over STOW-RS do
+    rec = await svc.manager.create(display, filename, slide_id=slide_id, site=store_site(request))
     svc.enqueue(rec.id)
     body = slide_json(rec, _base(request))
     return web.json_response(body, status=202, headers={"Location": body["urls"]["self"]})
@@ -304,7 +306,7 @@ async def upload(request: web.Request) -> web.Response:
 
 async def list_slides(request: web.Request) -> web.Response:
     svc = request.app[SLIDES]
-    recs = await svc.index.list_slides()
+    recs = await svc.index.list_slides(scope_sites(request))
     base = _base(request)
     return web.json_response(
         [slide_json(r, base, svc.manager.progress.get(r.id), full=False) for r in recs]

@@ -1,140 +1,152 @@
-"""Known peers as principals: each belongs to a site and holds permissions
-(store / find / retrieve), and must call from its own host."""
+"""Known peers: the registry (configured + run-time, persisted) and its HTTP API."""
 
 from __future__ import annotations
 
-from pydicom.dataset import Dataset
-from pynetdicom import AE
-from pynetdicom.sop_class import (
-    CTImageStorage,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelMove,
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.fixtures_dimse import AE_TITLE, dcmtk_env, free_port
+from vna.archive.runtime import open_archive
+from vna.dimse.api import PEERS, routes
+from vna.dimse.peers import PeerRegistry, make_peer
+from vna.dimse.server import dimse_cleanup_ctx
+from vna.errors import BadRequest, Conflict, NotFound
+from vna.keys import ARCHIVE, SETTINGS
+from vna.settings import Peer, Settings
+from vna.web import add_routes, error_middleware
+
+
+def test_runtime_peers_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "peers.json"
+    reg = PeerRegistry([Peer("PACS", "10.0.0.1", 104)], path)
+    reg.add(Peer("WORKSTATION", "127.0.0.1", 11113))
+    again = PeerRegistry([Peer("PACS", "10.0.0.1", 104)], path)
+    assert again.get("WORKSTATION") == Peer("WORKSTATION", "127.0.0.1", 11113)
+    assert again.get("PACS ") == Peer("PACS", "10.0.0.1", 104)  # trailing padding ignored
+    assert [(p["ae_title"], p["source"]) for p in again.list()] == [
+        ("PACS", "config"),
+        ("WORKSTATION", "api"),
+    ]
+    # configured peers are not written to the file
+    assert [p["ae_title"] for p in json.loads(path.read_text())] == ["WORKSTATION"]
+
+
+def test_configured_peers_are_read_only(tmp_path: Path) -> None:
+    reg = PeerRegistry([Peer("PACS", "10.0.0.1", 104)], tmp_path / "peers.json")
+    with pytest.raises(Conflict):
+        reg.add(Peer("PACS", "127.0.0.1", 1))
+    with pytest.raises(Conflict):
+        reg.remove("PACS")
+    with pytest.raises(NotFound):
+        reg.remove("NOBODY")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"ae_title": "", "host": "h", "port": 104},
+        {"ae_title": "A" * 17, "host": "h", "port": 104},
+        {"ae_title": "A\\B", "host": "h", "port": 104},
+        {"ae_title": "OK", "host": "", "port": 104},
+        {"ae_title": "OK", "host": "h", "port": 0},
+        {"ae_title": "OK", "host": "h", "port": "104"},
+        {"ae_title": "OK", "host": "h", "port": 104, "extra": 1},
+        ["OK", "h", 104],
+    ],
 )
-
-from tests.fixtures_dimse import AE_TITLE
-from vna.settings import Peer
-from vna.testdata import dicom as td
-
-NOT_AUTHORIZED = 0x0124
+def test_invalid_peers_are_refused(body: object) -> None:
+    with pytest.raises(BadRequest):
+        make_peer(body)
 
 
-def connect(env, calling: str):
-    ae = AE(ae_title=calling)
-    for cx in (
-        CTImageStorage,
-        StudyRootQueryRetrieveInformationModelFind,
-        StudyRootQueryRetrieveInformationModelMove,
-    ):
-        ae.add_requested_context(cx)
-    assoc = ae.associate("127.0.0.1", env.port, ae_title=AE_TITLE)
-    assert assoc.is_established
-    return assoc
+@pytest.fixture
+async def client(aiohttp_client, tmp_path: Path):
+    app = web.Application(middlewares=[error_middleware])
+    app[PEERS] = PeerRegistry([Peer("PACS", "10.0.0.1", 104)], tmp_path / "peers.json")
+    add_routes(app, routes())
+    return await aiohttp_client(app)
 
 
-def find_studies(assoc) -> list[str]:
-    ident = Dataset()
-    ident.QueryRetrieveLevel = "STUDY"
-    ident.StudyInstanceUID = ""
-    out = []
-    for st, found in assoc.send_c_find(ident, StudyRootQueryRetrieveInformationModelFind):
-        if st and st.Status in (0xFF00, 0xFF01):
-            out.append(str(found.StudyInstanceUID))
-    return out
-
-
-def last_status(responses) -> int:
-    return [st.Status for st, _ in responses if st][-1]
-
-
-def test_sites_scope_what_peers_store_and_see(dimse_factory) -> None:
-    env = dimse_factory(
-        allowed_calling_aes=["MODALITY_A", "PACS_B"],
-        peers=[
-            Peer("MODALITY_A", "127.0.0.1", 104, site="A"),
-            Peer("PACS_B", "127.0.0.1", 105, site="B"),
-        ],
+async def test_api_lists_adds_and_deletes(client, tmp_path: Path) -> None:
+    resp = await client.post(
+        "/api/peers", json={"ae_title": "DEST", "host": "127.0.0.1", "port": 11113}
     )
-    ds = td.make_ct(seed=970)
-    a = connect(env, "MODALITY_A")
-    assert a.send_c_store(ds).Status == 0x0000
-    assert find_studies(a) == [ds.StudyInstanceUID]
-    a.release()
-    # stamped with the sender's site, so another hospital's PACS sees nothing of it
-    rec = env.call(env.archive.index.get(ds.SOPInstanceUID))
-    assert rec.site == "A"
-    b = connect(env, "PACS_B")
-    assert find_studies(b) == []
-    ident = Dataset()
-    ident.QueryRetrieveLevel = "STUDY"
-    ident.StudyInstanceUID = ds.StudyInstanceUID
-    moved = list(b.send_c_move(ident, "PACS_B", StudyRootQueryRetrieveInformationModelMove))
-    assert last_status(moved) == 0x0000  # nothing of site A is named, nothing is sent
-    assert [getattr(st, "NumberOfCompletedSuboperations", 0) for st, _ in moved if st][-1] == 0
-    b.release()
+    assert resp.status == 201
+    assert (await resp.json())["ae_title"] == "DEST"
+    resp = await client.get("/api/peers")
+    assert [p["ae_title"] for p in await resp.json()] == ["DEST", "PACS"]
+    assert (await client.delete("/api/peers/DEST")).status == 204
+    assert (await client.delete("/api/peers/DEST")).status == 404
+    assert (await client.delete("/api/peers/PACS")).status == 409
+    assert [p["ae_title"] for p in await (await client.get("/api/peers")).json()] == ["PACS"]
 
 
-def test_permissions_are_enforced(dimse_factory, storescp) -> None:
-    env = dimse_factory(
-        allowed_calling_aes=["VIEWER", "MODALITY"],
-        peers=[
-            Peer("VIEWER", "127.0.0.1", 104, permissions=["find"]),
-            Peer("MODALITY", "127.0.0.1", 105, permissions=["store"]),
-            storescp.peer(),
-        ],
+async def test_api_refuses_bad_bodies(client) -> None:
+    assert (await client.post("/api/peers", data=b"not json")).status == 400
+    resp = await client.post("/api/peers", json={"ae_title": "X", "host": "h", "port": 70000})
+    assert resp.status == 400
+    assert "port" in (await resp.json())["error"]
+
+
+def test_a_peer_added_by_another_process_is_seen(tmp_path: Path) -> None:
+    path = tmp_path / "peers.json"
+    serving, other = PeerRegistry([], path), PeerRegistry([], path)
+    assert serving.get("LATE") is None
+    other.add(Peer("LATE", "127.0.0.1", 4242))
+    assert serving.get("LATE") == Peer("LATE", "127.0.0.1", 4242)
+    other.remove("LATE")
+    assert serving.get("LATE") is None
+
+
+async def echo(port: int, aet: str) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        "echoscu",
+        "-aet",
+        aet,
+        "-aec",
+        AE_TITLE,
+        "127.0.0.1",
+        str(port),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=dcmtk_env(),
     )
-    ds = td.make_ct(seed=971)
-    ident = Dataset()
-    ident.QueryRetrieveLevel = "STUDY"
-    ident.StudyInstanceUID = ds.StudyInstanceUID
-    modality = connect(env, "MODALITY")
-    assert modality.send_c_store(ds).Status == 0x0000
-    found = list(modality.send_c_find(ident, StudyRootQueryRetrieveInformationModelFind))
-    assert last_status(found) == NOT_AUTHORIZED  # store only
-    modality.release()
-
-    viewer = connect(env, "VIEWER")
-    assert viewer.send_c_store(td.make_ct(seed=973)).Status == NOT_AUTHORIZED
-    assert find_studies(viewer) == [ds.StudyInstanceUID]
-    moved = viewer.send_c_move(ident, storescp.ae_title, StudyRootQueryRetrieveInformationModelMove)
-    assert last_status(moved) == NOT_AUTHORIZED  # no retrieve permission: no C-MOVE
-    viewer.release()
-    assert storescp.files() == []  # the stored study was not sent anywhere
+    return await proc.wait()
 
 
-def test_a_peer_must_call_from_its_host(dimse_factory) -> None:
-    env = dimse_factory(allowed_calling_aes=["FARAWAY"], peers=[Peer("FARAWAY", "192.0.2.10", 104)])
-    assoc = connect(env, "FARAWAY")  # the AE title is known, but not from here
-    assert assoc.send_c_store(td.make_ct(seed=972)).Status == NOT_AUTHORIZED
-    assoc.release()
+@pytest.mark.dcmtk
+async def test_cleanup_ctx_runs_the_service_and_the_api_feeds_it(
+    aiohttp_client, tmp_path: Path
+) -> None:
+    """The wiring the app uses: archive ctx, then dimse_cleanup_ctx; a peer added
+    through the API may then associate although calling AEs are restricted."""
+    port = free_port()
+    settings = Settings(
+        data=str(tmp_path / "data"),
+        dimse=f"127.0.0.1:{port}",
+        ae_title=AE_TITLE,
+        allowed_calling_aes=["GOODSCU"],
+    )
+    app = web.Application(middlewares=[error_middleware])
+    app[SETTINGS] = settings
 
+    async def archive_ctx(app: web.Application):
+        async with open_archive(settings) as archive:
+            app[ARCHIVE] = archive
+            yield
 
-def test_peers_api(tmp_path) -> None:
-    """/api/peers as an administrator uses it, on a live server; peers added
-    there survive a restart (kept in the data dir)."""
-    import requests
-
-    from tests.fixtures_server import make_settings, start_server
-
-    settings = make_settings(tmp_path / "data")
-    settings.peers = [Peer("CONFIGURED", "10.0.0.5", 104)]
-    for server in start_server(settings):
-        url = server.url + "/api/peers"
-        new = {"ae_title": "PACS2", "host": "127.0.0.1", "port": 11113, "site": "B",
-               "permissions": ["find", "store"]}  # fmt: skip
-        added = requests.post(url, json=new, timeout=30)
-        assert added.status_code == 201 and added.json()["permissions"] == ["store", "find"]
-        listed = {p["ae_title"]: p for p in requests.get(url, timeout=30).json()}
-        assert listed["PACS2"]["site"] == "B" and listed["PACS2"]["permissions"] == [
-            "store",
-            "find",
-        ]
-        assert listed["CONFIGURED"]["source"] == "config"
-        for bad in ({**new, "port": 0}, {**new, "permissions": ["delete"]}, {**new, "x": 1}):
-            assert requests.post(url, json=bad, timeout=30).status_code == 400
-        assert requests.delete(url + "/CONFIGURED", timeout=30).status_code == 409
-        assert requests.delete(url + "/NOSUCH", timeout=30).status_code == 404
-    for server in start_server(settings):  # a restart keeps the run-time peer
-        url = server.url + "/api/peers"
-        assert "PACS2" in {p["ae_title"] for p in requests.get(url, timeout=30).json()}
-        assert requests.delete(url + "/PACS2", timeout=30).status_code == 204
-        assert "PACS2" not in {p["ae_title"] for p in requests.get(url, timeout=30).json()}
+    app.cleanup_ctx.append(archive_ctx)
+    app.cleanup_ctx.append(dimse_cleanup_ctx(SETTINGS, ARCHIVE, PEERS))
+    add_routes(app, routes())
+    client = await aiohttp_client(app)
+    assert await echo(port, "GOODSCU") == 0
+    assert await echo(port, "MODALITY9") != 0
+    resp = await client.post(
+        "/api/peers", json={"ae_title": "MODALITY9", "host": "127.0.0.1", "port": 104}
+    )
+    assert resp.status == 201
+    assert await echo(port, "MODALITY9") == 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from vna.errors import NotReady, VnaError, http_status
 from vna.keys import PERMISSIONS, SETTINGS
@@ -52,6 +52,12 @@ def public_origin(request: web.Request) -> str:
         if sock and sock[1] not in (80, 443):
             host = f"{host}:{sock[1]}"
     return f"{request.scheme}://{host}"
+
+
+async def part_chunks(part: BodyPartReader, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    """A multipart body part's bytes as they arrive, ``size`` at a time."""
+    while chunk := await part.read_chunk(size):
+        yield chunk
 
 
 def error_body(status: int, message: str, reason: int | None = None) -> web.Response:

@@ -111,21 +111,27 @@ class Archive:
         os.close(fd)
         return path
 
-    def _open_spool(self) -> tuple[str, Any]:
-        path = self.spool_path()
-        return path, open(path, "wb")  # noqa: SIM115 - closed by spool()
+    async def write_stream(self, chunks: AsyncIterable[bytes], path: str | Path) -> int:
+        """Write a stream to ``path`` chunk by chunk, off the event loop, never the
+        whole stream in memory; returns how many bytes were written."""
+        f = await self.run(open, path, "wb")
+        size = 0
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                await self.run(f.write, chunk)
+        finally:
+            await self.run(f.close)
+        return size
 
     async def spool(self, chunks: AsyncIterable[bytes]) -> str:
         """Write a stream to a fresh spool file, off the event loop; returns its path."""
-        path, f = await self.run(self._open_spool)
+        path = await self.run(self.spool_path)
         try:
-            async for chunk in chunks:
-                await self.run(f.write, chunk)
+            await self.write_stream(chunks, path)
         except BaseException:
-            await self.run(f.close)
             await self.run(unlink_quietly, path)
             raise
-        await self.run(f.close)
         return path
 
     # -- store -----------------------------------------------------------------

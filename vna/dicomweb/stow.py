@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
@@ -21,16 +20,11 @@ from vna.dicomweb.uids import check_uid
 from vna.errors import BadRequest, InvalidDicom, UnsupportedMediaType, VnaError
 from vna.index.base import AddOutcome
 from vna.keys import ARCHIVE, SETTINGS
-from vna.web import public_origin
+from vna.web import part_chunks, public_origin
 
 CHUNK = 1 << 20
 PARALLEL_STORES = 8
 WARNING_COERCION = 0xB000
-
-
-async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(CHUNK):
-        yield chunk
 
 
 def _check_body_type(request: web.Request) -> None:
@@ -63,7 +57,7 @@ async def _parts(request: web.Request, archive: Archive, study: str | None, sour
                     error=InvalidDicom(f"part of type {ptype} is not application/dicom")
                 )
                 continue
-            path = await archive.spool(_chunks(part))
+            path = await archive.spool(part_chunks(part, CHUNK))
             yield asyncio.ensure_future(
                 archive.store_file(
                     path, source=source, expected_study=study, site=store_site(request)

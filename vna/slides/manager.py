@@ -222,12 +222,8 @@ class SlideManager:
         for rec in await self.series_instances(series_uid):
             if rec.sop_class_uid != WSI_SOP_CLASS:
                 continue
-            f = await self.archive.run(open, dest / f"{rec.sop_instance_uid}.dcm", "wb")
-            try:
-                async for chunk in self.archive.stream_instance(rec):
-                    await self.archive.run(f.write, chunk)
-            finally:
-                await self.archive.run(f.close)
+            target = dest / f"{rec.sop_instance_uid}.dcm"
+            await self.archive.write_stream(self.archive.stream_instance(rec), target)
 
     async def build_source(self, rec: SlideRecord, progress: Progress | None = None) -> SlideRecord:
         """Build from whatever the record's source is: an upload on disk or a DICOM series."""

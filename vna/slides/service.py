@@ -29,7 +29,7 @@ from vna.keys import ARCHIVE, PRIMARY, SETTINGS
 from vna.slides.manager import DICOM_SOURCE, WSI_SOP_CLASS, SlideManager, safe_name, series_slide_id
 from vna.slides.pyramid import OpenPyramid
 from vna.slides.tiles import TileService
-from vna.web import ADMIN, READ, STORE, Route, add_routes
+from vna.web import ADMIN, READ, STORE, Route, add_routes, part_chunks
 
 log = logging.getLogger(__name__)
 
@@ -237,27 +237,9 @@ def _base(request: web.Request) -> str:
 
 async def _spool(svc: SlideService, chunks: AsyncIterator[bytes], path: Path) -> int:
     """Stream to disk chunk by chunk, off the loop; never the whole file in memory."""
-    run = svc.manager.archive.run
-    await run(lambda: path.parent.mkdir(parents=True, exist_ok=True))
-    f = await run(open, path, "wb")
-    size = 0
-    try:
-        async for chunk in chunks:
-            size += len(chunk)
-            await run(f.write, chunk)
-    finally:
-        await run(f.close)
-    return size
-
-
-async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(CHUNK):
-        yield chunk
-
-
-async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_chunked(CHUNK):
-        yield chunk
+    archive = svc.manager.archive
+    await archive.run(lambda: path.parent.mkdir(parents=True, exist_ok=True))
+    return await archive.write_stream(chunks, path)
 
 
 async def _receive(request: web.Request, svc: SlideService, slide_id: str) -> tuple[str, str, int]:
@@ -271,7 +253,7 @@ async def _receive(request: web.Request, svc: SlideService, slide_id: str) -> tu
                 continue
             if part.filename:
                 filename = safe_name(part.filename)
-                size = await _spool(svc, _part_chunks(part), folder / filename)
+                size = await _spool(svc, part_chunks(part, CHUNK), folder / filename)
                 return filename, display or filename, size
             if part.name == "name":
                 display = (await part.text()).strip()
@@ -282,7 +264,7 @@ async def _receive(request: web.Request, svc: SlideService, slide_id: str) -> tu
     if not raw:
         raise BadRequest("give the file name: ?filename=, X-Filename or Content-Disposition")
     filename = safe_name(raw)
-    size = await _spool(svc, _body_chunks(request), folder / filename)
+    size = await _spool(svc, request.content.iter_chunked(CHUNK), folder / filename)
     return filename, display or filename, size
 
 

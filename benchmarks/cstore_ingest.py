@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,19 +37,21 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import peers  # noqa: E402  (benchmarks/peers.py: shared process helpers)
 
 AE_VNA, AE_ORTHANC, AE_SINK = "VNA", "ORTHANC", "SINK"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# the servers here (and the discarding SCP script) stop cleanly on SIGINT
+stop = partial(peers.stop, sig=signal.SIGINT, timeout=30)
+free_port = peers.free_port
 
 
 def dcmtk_env() -> dict[str, str]:
@@ -71,16 +72,6 @@ def wait_echo(ae: str, port: int, proc: subprocess.Popen, timeout: float = 60) -
             return True
         time.sleep(0.2)
     return False
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 # -- targets ------------------------------------------------------------------------

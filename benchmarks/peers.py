@@ -57,14 +57,15 @@ class Peer:
         return (int(stat[11]) + int(stat[12])) / ticks
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    """Ask a server to stop with ``sig``; kill it if it has not within ``timeout``."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         try:
-            proc.wait(10)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            proc.wait(10)
 
 
 @contextmanager
@@ -103,7 +104,7 @@ def orthanc(plugins: list[str] | None = None, extra: dict | None = None) -> Iter
             tmp,
         )
     finally:
-        _stop(proc)
+        stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -140,7 +141,7 @@ def vna(
             tmp,
         )
     finally:
-        _stop(proc)
+        stop(proc)
         if data_dir is None:
             shutil.rmtree(tmp, ignore_errors=True)
 

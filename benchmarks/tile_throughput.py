@@ -34,8 +34,6 @@ import os
 import random
 import resource
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -45,12 +43,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import peers  # noqa: E402  (benchmarks/peers.py: shared process helpers)
+
+free_port = peers.free_port
+stop = partial(peers.stop, timeout=20)  # a loaded server may take a while to drain
 
 from tiler.geometry import ceil_div, dzi_max_level  # noqa: E402
 from vna.testdata.slides import default_cache_dir, make_dicom_wsi, make_svs  # noqa: E402
@@ -84,22 +89,6 @@ end
 
 
 # -- processes ---------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 def tree_cpu(pid: int) -> float:
     """CPU seconds of a process and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}

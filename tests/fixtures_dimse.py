@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures_server import free_port  # noqa: F401  (re-exported for the DIMSE tests)
 from vna.archive.runtime import open_archive
 from vna.archive.service import Archive
 from vna.dimse.peers import PeerRegistry
@@ -39,12 +40,6 @@ def dataset_part(data: bytes) -> bytes:
     (whose length the group-length element, written first, gives)."""
     assert data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00"
     return data[144 + struct.unpack("<L", data[140:144])[0] :]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def dcmtk_env() -> dict[str, str]:

@@ -18,7 +18,7 @@ from vna.keys import ARCHIVE, INDEX, PRIMARY, SETTINGS, STORE
 from vna.settings import Settings
 from vna.slides.service import setup_slides
 from vna.viewer import setup_viewer
-from vna.web import PUBLIC, Route, add_cors_headers, add_routes, cors_middleware, error_middleware
+from vna.web import EDGE_MIDDLEWARES, PUBLIC, Route, add_cors_headers, add_routes
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def create_app(settings: Settings, *, primary: bool = True) -> web.Application:
     only, while the primary also runs the DIMSE service and background builds."""
     app = web.Application(
         # audit then auth, inside the error middleware: refusals are recorded with their status
-        middlewares=[cors_middleware, error_middleware, *SECURITY_MIDDLEWARES],
+        middlewares=[*EDGE_MIDDLEWARES, *SECURITY_MIDDLEWARES],
         client_max_size=CLIENT_MAX_SIZE,
     )
     app[SETTINGS] = settings

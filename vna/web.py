@@ -108,6 +108,10 @@ def _allowed_origin(request: web.Request) -> str | None:
     return origin if origin and origin in request.app[SETTINGS].cors_origins else None
 
 
+# outermost first; vna.app puts the security middlewares (audit, auth) inside these
+EDGE_MIDDLEWARES = (cors_middleware, error_middleware)
+
+
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare hook: reaches streamed responses too, which a middleware
     returning after ``prepare`` could not change any more."""

@@ -89,9 +89,11 @@ def test_tokens_verified_with_the_issuers_jwks(tmp_path: Path, jwks_server):
         assert status(jwt.encode(claims(), rsa_key, "RS512", headers={"kid": "r1"})) == 401
 
 
-def self_signed(tmp: Path) -> tuple[Path, Path]:
+def self_signed(tmp: Path, common_name: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1; certificates that share a trust bundle need
+    distinct names, or OpenSSL may check one against another's key."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()

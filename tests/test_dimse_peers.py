@@ -55,12 +55,22 @@ def test_configured_peers_are_read_only(tmp_path: Path) -> None:
         {"ae_title": "OK", "host": "h", "port": 0},
         {"ae_title": "OK", "host": "h", "port": "104"},
         {"ae_title": "OK", "host": "h", "port": 104, "extra": 1},
+        {"ae_title": "OK", "host": "h", "port": 104, "tls": "yes"},
         ["OK", "h", 104],
     ],
 )
 def test_invalid_peers_are_refused(body: object) -> None:
     with pytest.raises(BadRequest):
         make_peer(body)
+
+
+def test_a_tls_peer_keeps_its_flag_across_a_restart(tmp_path: Path) -> None:
+    reg = PeerRegistry([], tmp_path / "peers.json")
+    reg.add(make_peer({"ae_title": "SECURE", "host": "h", "port": 2762, "tls": True}))
+    reg.add(make_peer({"ae_title": "PLAIN", "host": "h", "port": 104}))
+    again = PeerRegistry([], tmp_path / "peers.json")
+    assert again.get("SECURE").tls is True
+    assert again.get("PLAIN").tls is False
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ class Peer:
     port: int
     site: str | None = None  # what it stores belongs to this site; it sees only this site
     permissions: list[str] = field(default_factory=lambda: list(PEER_PERMISSIONS))
+    tls: bool = False  # associations vna opens to it (C-MOVE, commitment reports) use DICOM TLS
 
 
 PEER_PERMISSIONS = ("store", "find", "retrieve")
@@ -65,7 +66,10 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     # DICOM TLS (PS3.15 B.1) for the DIMSE service; with dimse_tls_ca set, peers
-    # must present a certificate signed by that CA (mutual authentication)
+    # must present a certificate signed by that CA (mutual authentication).  The
+    # same three serve associations vna opens to peers marked ``tls`` (C-MOVE
+    # destinations, commitment reports): their certificate is checked against
+    # dimse_tls_ca, and vna shows dimse_tls_cert.
     dimse_tls_cert: str = ""
     dimse_tls_key: str = ""
     dimse_tls_ca: str = ""

@@ -22,7 +22,7 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from vna.dimse.context import HandlerContext
-from vna.dimse.net import NODELAY_HANDLERS
+from vna.dimse.net import NODELAY_HANDLERS, peer_tls_args
 from vna.errors import NotFound, VnaError
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,12 @@ def _send_new_association(ctx: HandlerContext, req: Request, event_type: int, ds
     ae.add_requested_context(STORAGE_COMMITMENT)
     role = build_role(STORAGE_COMMITMENT, scp_role=True)  # we invoke N-EVENT-REPORT as SCP
     assoc = ae.associate(
-        peer.host, peer.port, ae_title=peer.ae_title, ext_neg=[role], evt_handlers=NODELAY_HANDLERS
+        peer.host,
+        peer.port,
+        ae_title=peer.ae_title,
+        ext_neg=[role],
+        evt_handlers=NODELAY_HANDLERS,
+        tls_args=peer_tls_args(ctx.settings, peer),
     )
     if not assoc.is_established:
         log.error(

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import re
 import socket
+import ssl
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -30,6 +31,8 @@ from pynetdicom import events as evt
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import register_uid, uid_to_service_class
+
+from vna.settings import Peer, Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,6 +70,22 @@ def set_nodelay(event: evt.Event) -> None:
 
 
 NODELAY_HANDLERS = [(evt.EVT_CONN_OPEN, set_nodelay)]
+
+
+def peer_tls_args(settings: Settings, peer: Peer) -> tuple[ssl.SSLContext, str] | None:
+    """pynetdicom's ``tls_args`` for an association vna opens to ``peer``.
+
+    The peer's certificate is checked against ``dimse_tls_ca`` (the CA that signs
+    the hospital's DICOM nodes; the system store when unset) and its host name, so
+    images never go to an impostor; vna shows its own DIMSE certificate, for
+    peers that require mutual TLS."""
+    if not peer.tls:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.dimse_tls_ca or None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.dimse_tls_cert:
+        ctx.load_cert_chain(settings.dimse_tls_cert, settings.dimse_tls_key or None)
+    return ctx, peer.host
 
 
 class LoopBridge:

@@ -37,10 +37,10 @@ def check_ae_title(value: Any) -> str:
 
 def make_peer(data: Any) -> Peer:
     """A Peer from untrusted JSON: ``{"ae_title", "host", "port"}`` and optionally
-    ``"site"`` and ``"permissions"`` (a subset of store, find, retrieve)."""
+    ``"site"``, ``"permissions"`` (a subset of store, find, retrieve) and ``"tls"``."""
     if not isinstance(data, dict):
         raise BadRequest("a peer is a JSON object with ae_title, host and port")
-    unknown = set(data) - {"ae_title", "host", "port", "site", "permissions"}
+    unknown = set(data) - {"ae_title", "host", "port", "site", "permissions", "tls"}
     if unknown:
         raise BadRequest(f"unknown peer field(s): {', '.join(sorted(unknown))}")
     host = data.get("host")
@@ -55,12 +55,16 @@ def make_peer(data: Any) -> Peer:
     perms = data.get("permissions", list(PEER_PERMISSIONS))
     if not isinstance(perms, list) or not set(perms) <= set(PEER_PERMISSIONS):
         raise BadRequest(f"permissions must be a list drawn from {', '.join(PEER_PERMISSIONS)}")
+    tls = data.get("tls", False)
+    if not isinstance(tls, bool):
+        raise BadRequest("tls must be true or false")
     return Peer(
         ae_title=check_ae_title(data.get("ae_title")),
         host=host.strip(),
         port=port,
         site=site.strip() if site else None,
         permissions=sorted(set(perms), key=PEER_PERMISSIONS.index),
+        tls=tls,
     )
 
 

@@ -21,7 +21,7 @@ from pynetdicom.sop_class import Verification
 
 from vna.dimse.audit import dimse_record, record
 from vna.dimse.context import HandlerContext, authorize, peer_sites, status
-from vna.dimse.net import set_nodelay
+from vna.dimse.net import peer_tls_args, set_nodelay
 from vna.dimse.query import CANCEL, PENDING, match_string, query_level
 from vna.dimse.send import Outgoing, contexts_for, enable_raw_store
 from vna.errors import BadRequest, NotFound, VnaError, dimse_status
@@ -169,6 +169,7 @@ def handle_move(event: evt.Event, ctx: HandlerContext) -> Iterator[Any]:
         peer.port,
         {
             "contexts": contexts,
+            "tls_args": peer_tls_args(ctx.settings, peer),
             "evt_handlers": [
                 (evt.EVT_CONN_OPEN, set_nodelay),
                 (evt.EVT_ESTABLISHED, on_established),

@@ -1,0 +1,189 @@
+"""De-identification of one share's instances: files, datasets and DICOM JSON.
+
+One ``Deidentifier`` per share, made from a secret key.  Everything it derives
+is a keyed hash (HMAC-SHA256) of the original value: the same key gives the
+same new UIDs and pseudonyms in every worker and on every request, so series
+still group, references still resolve, and a ZIP and the viewer of the same
+share agree, without a mapping table to store.  A different share (another
+key) gets unrelated values, so two shares cannot be linked.
+
+All of it is synchronous CPU work: async callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+from io import BytesIO
+from typing import Any
+
+from pydicom import Dataset, dcmread
+from pydicom.dataelem import DataElement
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+
+from vna.deid import dicomjson
+from vna.deid.profile import Profile, basic_profile
+from vna.deid.refusal import refusal
+from vna.deid.rules import (
+    METHOD_CODE,
+    METHOD_TEXT,
+    PATIENT_ID,
+    PATIENT_NAME,
+    Op,
+    dummy_value,
+    remap_url,
+    resolve,
+)
+from vna.dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from vna.errors import Forbidden, InvalidDicom, VnaError
+
+# File meta attributes that name the systems the file went through
+_META_DROPPED = (
+    "SourceApplicationEntityTitle",
+    "SendingApplicationEntityTitle",
+    "ReceivingApplicationEntityTitle",
+    "SourcePresentationAddress",
+    "SendingPresentationAddress",
+    "ReceivingPresentationAddress",
+    "PrivateInformationCreatorUID",
+    "PrivateInformation",
+)
+
+
+class Refused(Forbidden):
+    """The instance must not be shared de-identified (see vna.deid.refusal)."""
+
+
+class Deidentifier:
+    def __init__(self, key: bytes, *, profile: Profile | None = None) -> None:
+        if not key:
+            raise ValueError("a de-identification key must not be empty")
+        self._key = bytes(key)
+        self.profile = profile or basic_profile()
+
+    # -- derived values ------------------------------------------------------
+    def _digest(self, domain: bytes, *parts: str) -> bytes:
+        message = domain + b"\0" + "\0".join(parts).encode("utf-8", "surrogateescape")
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def uid(self, uid: str) -> str:
+        """The share's UID for ``uid``: '2.25.' and a 128-bit keyed hash laid out
+        as a version-8 UUID (PS3.5 B.2), at most 44 characters."""
+        uid = uid.strip().rstrip("\0")
+        if not uid:
+            return uid
+        raw = bytearray(self._digest(b"uid", uid)[:16])
+        raw[6] = (raw[6] & 0x0F) | 0x80  # version 8: application-defined
+        raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
+        return "2.25." + str(int.from_bytes(raw, "big"))
+
+    def pseudonym(self, patient_id: str, issuer: str | None = None) -> tuple[str, str]:
+        """(PatientName, PatientID) standing for that patient in this share."""
+        code = self._digest(b"patient", (issuer or "").strip(), patient_id.strip()).hex()
+        code = code[:12].upper()
+        return f"Anonymous^{code}", f"ANON{code}"
+
+    def refusal(self, obj: dict[str, Any] | Dataset) -> str | None:
+        """Why the instance must not be shared de-identified, or None."""
+        return refusal(obj)
+
+    # -- datasets ----------------------------------------------------------------
+    def dataset(self, ds: Dataset) -> Dataset:
+        """A de-identified copy of ``ds`` (and of its file meta, if it has one).
+        Raises Refused for an instance ``refusal`` turns away."""
+        return self._apply(copy.deepcopy(ds))
+
+    def part10(self, data: bytes) -> bytes:
+        """A stored Part-10 file de-identified: pixel data and transfer syntax as
+        they were, header cleaned, file meta matching the new SOP Instance UID."""
+        try:
+            ds = dcmread(BytesIO(data))
+        except (InvalidDicomError, ValueError, EOFError, OSError) as exc:
+            raise InvalidDicom(f"not a readable Part-10 file: {exc}") from exc
+        self._apply(ds)
+        out = BytesIO()
+        try:
+            ds.save_as(out, enforce_file_format=True)
+        except (ValueError, TypeError, OSError) as exc:
+            raise VnaError(f"could not write the de-identified file: {exc}") from exc
+        return out.getvalue()
+
+    def json(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """A DICOM JSON object (a QIDO row or an instance's metadata) de-identified
+        by the same rules; UIDs inside BulkDataURI and URL values remapped.
+        Instance metadata (with a SOP Instance UID) also gets the de-identification
+        marks and the pseudonym, as the file does."""
+        return dicomjson.deidentify(self, obj)
+
+    def _patient(self, ds: Dataset) -> tuple[str, str]:
+        return self.pseudonym(str(ds.get("PatientID") or ""), ds.get("IssuerOfPatientID"))
+
+    def _apply(self, ds: Dataset) -> Dataset:
+        reason = refusal(ds)
+        if reason:
+            raise Refused(f"not shared de-identified: {reason}")
+        patient = self._patient(ds)
+        self._clean(ds, patient)
+        ds.PatientName, ds.PatientID = patient
+        _mark(ds)
+        if getattr(ds, "file_meta", None) is not None:
+            self._clean_meta(ds)
+        return ds
+
+    def _clean(self, ds: Dataset, patient: tuple[str, str]) -> None:
+        for tag in list(ds.keys()):
+            elem = ds[tag]
+            if tag.is_private or tag.element == 0:  # private, or a retired group length
+                del ds[tag]
+                continue
+            if tag in (PATIENT_NAME, PATIENT_ID):
+                elem.value = patient[0] if tag == PATIENT_NAME else patient[1]
+                continue
+            self._element(ds, elem, resolve(self.profile.action(tag), elem.VR), patient)
+
+    def _element(self, ds: Dataset, elem: DataElement, op: Op, patient: tuple[str, str]) -> None:
+        if op is Op.REMOVE:
+            del ds[elem.tag]
+        elif op is Op.EMPTY:
+            elem.value = [] if elem.VR == "SQ" else elem.empty_value
+        elif op is Op.DUMMY:
+            value = dummy_value(elem.VR)
+            elem.value = elem.empty_value if value is None else value
+        elif op is Op.REMAP:
+            elem.value = _map_values(elem.value, self.uid)
+        elif op is Op.URL and isinstance(elem.value, str) and elem.value:
+            elem.value = remap_url(elem.value, self.uid)
+        elif op is Op.RECURSE:
+            for item in elem.value or []:
+                self._clean(item, patient)
+
+    def _clean_meta(self, ds: Dataset) -> None:
+        meta = ds.file_meta
+        for keyword in _META_DROPPED:
+            if keyword in meta:
+                delattr(meta, keyword)
+        if "SOPInstanceUID" in ds:
+            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        if "SOPClassUID" in ds:
+            meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+
+
+def _map_values(value: Any, remap: Any) -> Any:
+    if isinstance(value, MultiValue | list | tuple):
+        return [remap(str(v)) for v in value]
+    return remap(str(value)) if value else value
+
+
+def _mark(ds: Dataset) -> None:
+    """PS3.15 E.1.1: say the identity was removed, and by which profile."""
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = METHOD_TEXT
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = METHOD_CODE
+    ds.DeidentificationMethodCodeSequence = [code]
+    # dates and times were emptied or replaced by dummies, not shifted
+    ds.LongitudinalTemporalInformationModified = "REMOVED"

@@ -18,6 +18,7 @@ import pydicom
 import pytest
 import requests
 from PIL import Image
+from pydicom.uid import generate_uid
 
 from tests.fixtures_server import make_settings, start_server
 from tiler import read_tile
@@ -348,12 +349,17 @@ def rgb_svs() -> str:
     return str(make_svs(default_cache_dir(), W, H, rgb_jpeg=True))
 
 
-def _stow_wsi(server, patient: str) -> tuple[str, str]:
-    """STOW-RS the DICOM WSI conversion of the test slide; (study, series) UIDs."""
+def _stow_wsi(server, patient: str, new_uids: bool = False) -> tuple[str, str]:
+    """STOW-RS the DICOM WSI conversion of the test slide; (study, series) UIDs.
+    ``new_uids``: as another slide (UIDs derived from ``patient``)."""
     folder = make_dicom_wsi(default_cache_dir(), rgb_svs())
     parts = []
     for path in sorted(folder.iterdir()):
         ds = pydicom.dcmread(path)
+        if new_uids:
+            for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+                setattr(ds, kw, generate_uid(entropy_srcs=[patient, getattr(ds, kw)]))
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.PatientID, ds.PatientName, ds.AccessionNumber = patient, "Doe^Jane", "ACC-7"
         ds.ContainerIdentifier = "BLOCK-1A"
         buf = io.BytesIO()
@@ -438,8 +444,23 @@ def test_quiet_wsi_series_is_built_automatically(tmp_path):
             time.sleep(0.5)
         assert rec is not None and rec["status"] == "ready", rec
         assert rec["patient_id"] == "PAT-WSI-2"
+        # a series arriving after the watcher has moved past the first is seen too
+        _, later = _stow_wsi(server, "PAT-WSI-3", new_uids=True)
+        rec = _wait_ready(server, series_slide_id(later))
+        assert rec["status"] == "ready", rec
+        assert rec["patient_id"] == "PAT-WSI-3"
     finally:
         gen.close()
+
+
+def _wait_ready(server, slide_id: str) -> dict:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        resp = requests.get(f"{server.url}/slides/{slide_id}", timeout=30)
+        if resp.status_code == 200 and resp.json()["status"] in ("ready", "failed"):
+            return resp.json()
+        time.sleep(0.5)
+    raise AssertionError(f"slide {slide_id} was not built")
 
 
 def test_zip_upload(fs_server, svs, tmp_path):

@@ -168,3 +168,10 @@ class Index(SecurityIndex, Protocol):
     async def update_slide(self, slide_id: str, **fields: Any) -> None: ...
 
     async def delete_slide(self, slide_id: str) -> None: ...
+
+    async def arrivals(
+        self, sop_class_uid: str, after: int = 0, limit: int = 5000
+    ) -> list[tuple[int, str, str, float]]:
+        """(row, study UID, series UID, stored_at) of current instances of one SOP
+        class stored after row ``after``, oldest first: what a watcher has not seen."""
+        ...

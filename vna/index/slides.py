@@ -70,3 +70,15 @@ def update(conn: Conn, slide_id: str, fields: dict[str, Any]) -> bool:
 
 def delete(conn: Conn, slide_id: str) -> bool:
     return conn.execute("DELETE FROM slides WHERE id = ?", (slide_id,)).rowcount > 0
+
+
+def arrivals(conn: Conn, sop_class_uid: str, after: int, limit: int) -> list[tuple]:
+    """Current instances of one SOP class stored after instances row ``after``, in
+    row order: rows only grow, so a watcher keeps the last pk as its cursor and each
+    poll reads what is new (by the sop_class_uid index), not the whole archive."""
+    return conn.execute(
+        "SELECT i.pk, st.study_uid, se.series_uid, i.stored_at FROM instances i "
+        "JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = i.study_pk "
+        "WHERE i.sop_class_uid = ? AND i.pk > ? AND i.is_current = 1 ORDER BY i.pk LIMIT ?",
+        (sop_class_uid, after, limit),
+    ).fetchall()

@@ -308,3 +308,9 @@ class SqliteIndex(SecurityMixin):  # users, keys, sessions, audit: vna.index.sec
     async def delete_slide(self, slide_id: str) -> None:
         if not await self._write(slides.delete, slide_id):
             raise NotFound(f"no such slide: {slide_id}")
+
+    async def arrivals(
+        self, sop_class_uid: str, after: int = 0, limit: int = 5000
+    ) -> list[tuple[int, str, str, float]]:
+        rows = await self._read(slides.arrivals, sop_class_uid, after, limit)
+        return [tuple(r) for r in rows]

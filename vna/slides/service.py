@@ -9,7 +9,6 @@ also picks up slides queued by uploads another process received.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -24,7 +23,7 @@ from aiohttp import BodyPartReader, web
 
 from vna.auth.roles import scope_sites, store_site
 from vna.errors import BadRequest, NotFound, NotReady, VnaError
-from vna.index.base import Query, SlideRecord, SlideStatus
+from vna.index.base import SlideRecord, SlideStatus
 from vna.keys import ARCHIVE, PRIMARY, SETTINGS
 from vna.slides.manager import DICOM_SOURCE, WSI_SOP_CLASS, SlideManager, safe_name, series_slide_id
 from vna.slides.pyramid import OpenPyramid
@@ -35,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SLIDES = web.AppKey("slides", "SlideService")
 CONCURRENT_BUILDS = 2 if (os.cpu_count() or 1) > 2 else 1
+ARRIVALS_PAGE = 5000  # WSI instances read per watcher query
 PYRAMID_TTL = 10.0  # seconds an open pyramid is trusted before its record is re-read
 PYRAMID_COST = 4096  # bytes an open pyramid is charged in the LRU
 CHUNK = 1 << 20
@@ -73,7 +73,8 @@ class SlideService:
         self._opening: dict[str, asyncio.Future] = {}
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Future] = set()
-        self._settled_series: set[str] = set()
+        self._cursor = 0  # instances row of the last WSI instance the watcher saw
+        self._arriving: dict[str, tuple[str, float]] = {}  # series -> (study, last stored_at)
 
     # -- the hot path's slide lookup ---------------------------------------------------
     async def pyramid(self, slide_id: str) -> OpenPyramid:
@@ -185,28 +186,35 @@ class SlideService:
                 log.warning("WSI series check failed: %s", exc.message)
 
     async def _check_series(self) -> None:
-        found = await self.index.find(
-            Query(level="series", filters={"Modality": "SM"}, include=["StudyInstanceUID"])
-        )
+        """Series whose last WSI instance came ``quiet`` seconds ago become slides.
+
+        Only instances stored since the last poll are read (a cursor on the index's
+        rows): a poll over every SM series of a large archive, every few seconds,
+        stole the index from the queries users wait for."""
+        await self._collect_arrivals()
         now = time.time()
-        for item in found.items:
-            series = (item.get("0020000E", {}).get("Value") or [""])[0]
-            study = (item.get("0020000D", {}).get("Value") or [""])[0]
-            if not series or not study or series in self._settled_series:
-                continue
-            with contextlib.suppress(NotFound):
-                await self.index.get_slide(series_slide_id(series))
-                self._settled_series.add(series)
-                continue
-            recs = await self.index.instances(study, series)
-            if not any(r.sop_class_uid == WSI_SOP_CLASS for r in recs):
-                continue
-            if max(r.stored_at for r in recs) > now - self.quiet:
+        for series, (study, last) in list(self._arriving.items()):
+            if last > now - self.quiet:
                 continue  # still arriving
-            rec = await self.manager.create_from_series(series)
-            self._settled_series.add(series)
-            log.info("WSI series %s is quiet: building slide %s", series, rec.id)
-            self.enqueue(rec.id)
+            try:
+                await self.index.get_slide(series_slide_id(series))
+            except NotFound:
+                rec = await self.manager.create_from_series(series)
+                log.info(
+                    "WSI series %s of study %s is quiet: building slide %s", series, study, rec.id
+                )
+                self.enqueue(rec.id)
+            del self._arriving[series]  # kept on failure above: tried again next poll
+
+    async def _collect_arrivals(self) -> None:
+        while True:
+            rows = await self.index.arrivals(WSI_SOP_CLASS, self._cursor, ARRIVALS_PAGE)
+            for pk, study, series, stored_at in rows:
+                seen = self._arriving.get(series, (study, 0.0))[1]
+                self._arriving[series] = (study, max(seen, stored_at))
+                self._cursor = pk
+            if len(rows) < ARRIVALS_PAGE:
+                return
 
 
 # -- HTTP: records and uploads -------------------------------------------------------------

@@ -16,6 +16,7 @@ from vna.dimse import PEERS, dimse_cleanup_ctx
 from vna.dimse import routes as dimse_routes
 from vna.keys import ARCHIVE, INDEX, PRIMARY, SETTINGS, STORE
 from vna.settings import Settings
+from vna.shares.routes import setup_shares
 from vna.slides.service import setup_slides
 from vna.viewer import setup_viewer
 from vna.web import EDGE_MIDDLEWARES, PUBLIC, Route, add_cors_headers, add_routes
@@ -60,4 +61,5 @@ def create_app(settings: Settings, *, primary: bool = True) -> web.Application:
     add_routes(app, dimse_routes())
     setup_slides(app)
     setup_viewer(app)
+    setup_shares(app)
     return app

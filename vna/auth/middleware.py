@@ -2,7 +2,9 @@
 declares (vna.web.Route) and the role of whoever is calling.
 
 Credentials, in order: ``Authorization: Bearer vna_...`` (an API key), any other
-bearer token (an OIDC JWT), then the session cookie set by ``POST /login``.
+bearer token (an OIDC JWT), then the session cookie set by ``POST /login``, then
+the cookie of a share link (vna.shares): a ``share`` principal whose every request
+is checked here, against the share's row and scope, by ``vna.shares.gate``.
 Requests authenticated by the cookie that change state must prove they come from
 our own pages (CSRF): an ``X-CSRF-Token`` header equal to the session's token
 (double submit: the token is also in the ``vna_csrf`` cookie our scripts can
@@ -32,6 +34,7 @@ from vna.auth.roles import (
 )
 from vna.errors import Forbidden, NotFound, Unauthorized
 from vna.keys import INDEX, SETTINGS
+from vna.shares.gate import SHARE_COOKIE, share_gate, share_principal
 from vna.web import PUBLIC, Handler, error_body, route_permission
 
 log = logging.getLogger(__name__)
@@ -113,9 +116,11 @@ async def authenticate(request: web.Request) -> Principal:
         if verifier is None:
             raise Unauthorized("bearer tokens are not configured (no OIDC issuer)")
         return await verifier.principal(token)
-    principal = await session_principal(request)
+    principal = await session_principal(request) or await share_principal(request)
     if principal is None:
         raise Unauthorized("authentication required")
+    if principal.kind == "share":
+        return principal  # read-only: the gate refuses anything but GET
     if request.method not in SAFE_METHODS:
         request[PRINCIPAL] = principal  # so a refusal is recorded against the user
         check_csrf(request, principal)
@@ -134,7 +139,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     permission = effective_permission(route_permission(request), path)
     if permission == PUBLIC:
         return await handler(request)
-    if request.app[SETTINGS].dev:
+    dev = request.app[SETTINGS].dev
+    if dev and not _share_visit(request):
         request[PRINCIPAL] = DEV
         return await handler(request)
     try:
@@ -142,11 +148,18 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except Unauthorized as exc:
         return unauthorized(exc.message)
     request[PRINCIPAL] = principal
+    if principal.kind == "share":
+        return await share_gate(request, principal, handler)
     if not allowed(principal, permission):
         raise Forbidden(f"the {principal.role} role may not do this ({permission})")
     if principal.sites is not None:
         await _check_slide_site(request, principal.sites)
     return await handler(request)
+
+
+def _share_visit(request: web.Request) -> bool:
+    """In dev mode too, a share link's visitor sees only what was shared."""
+    return SHARE_COOKIE in request.cookies and "Authorization" not in request.headers
 
 
 async def _check_slide_site(request: web.Request, sites: tuple[str, ...]) -> None:

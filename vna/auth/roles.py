@@ -8,6 +8,7 @@ pathologist's privilege, so READ on a slide route is checked as ``SLIDES``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -18,11 +19,16 @@ from vna.web import ADMIN, DELETE, PUBLIC, READ, STORE
 AUDIT = "audit"  # the audit trail
 AUTHENTICATED = "authenticated"  # anyone signed in, whatever the role
 SLIDES = "slides"  # READ on a slide route
+SHARE = "share"  # the routes of a share session (its info, its download)
 
 ADMIN_ROLE, CLINICIAN, PATHOLOGIST, UPLOADER, AUDITOR = (
     "admin", "clinician", "pathologist", "uploader", "auditor",
 )  # fmt: skip
 ROLES = (ADMIN_ROLE, CLINICIAN, PATHOLOGIST, UPLOADER, AUDITOR)
+# the role of a share link's visitor: never a user's, and limited to what was shared
+SHARE_ROLE = "share"
+# who may make share links (slides also need the SLIDES permission)
+SHARERS = frozenset({ADMIN_ROLE, CLINICIAN, PATHOLOGIST})
 
 PERMISSION_ROLES: dict[str, frozenset[str]] = {
     READ: frozenset({ADMIN_ROLE, CLINICIAN, PATHOLOGIST}),
@@ -32,17 +38,19 @@ PERMISSION_ROLES: dict[str, frozenset[str]] = {
     ADMIN: frozenset({ADMIN_ROLE}),
     AUDIT: frozenset({ADMIN_ROLE, AUDITOR}),
     AUTHENTICATED: frozenset(ROLES),
+    SHARE: frozenset({SHARE_ROLE}),
 }
 SLIDE_PREFIXES = ("/slides", "/iiif/")
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    kind: str  # user | key | token | dev | ae
-    name: str  # user name, key id, token subject, AE title
+    kind: str  # user | key | token | dev | ae | share
+    name: str  # user name, key id, token subject, AE title, share id
     role: str
     sites: tuple[str, ...] | None = None  # None: every site
     csrf: str = ""  # set when authenticated by a session cookie
+    share: Any = None  # kind "share": its vna.index.shares.ShareRecord (what it may reach)
 
     @property
     def store_site(self) -> str | None:

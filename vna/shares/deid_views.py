@@ -1,0 +1,231 @@
+"""What a de-identified share serves instead of the usual answers.
+
+Everything that carries identity goes through the share's ``vna.deid.Deidentifier``
+(its key is random per share, stored with it): QIDO rows, metadata and whole
+instances.  Frames, rendered images and thumbnails pass pixels unchanged.  The
+visitor only ever sees remapped UIDs; ``DeidView`` maps them back, built once per
+share and process from the scope's real UIDs and kept for ``VIEW_TTL`` seconds
+(so instances added later are picked up).  Instances the Deidentifier refuses
+(burned-in annotation) are left out of everything, and slide labels, macros,
+vendor properties and case fields are not served at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from vna.auth.roles import scope_sites
+from vna.dicomweb.multipart import MultipartStream
+from vna.dicomweb.wado import DICOM, metadata_body, path_uids
+from vna.errors import Conflict, NotFound
+from vna.index.base import InstanceRecord, SlideRecord
+from vna.index.shares import ShareRecord
+from vna.keys import ARCHIVE, INDEX, SETTINGS
+from vna.slides.service import slide_json
+from vna.web import Handler, public_origin
+
+VIEW_TTL = 60.0
+MAX_VIEWS = 64  # shares whose maps a process keeps
+DEID_VIEWS = web.AppKey("share_deid_views", OrderedDict)
+HIDDEN_SLIDE_ROUTES = ("/slides/{id}/{name}", "/iiif/3/{id}/manifest.json")
+SLIDE_CASE_FIELDS = (
+    "patient_id", "patient_name", "accession_number", "specimen", "study_instance_uid",
+    "series_instance_uid", "source", "reason",
+)  # fmt: skip
+
+
+def deidentifier(key: bytes) -> Any:
+    """A ``vna.deid.Deidentifier`` (imported here: shares work without it until asked
+    to de-identify)."""
+    try:
+        from vna.deid import Deidentifier
+    except ImportError:
+        raise Conflict("de-identification is not available in this vna") from None
+    return Deidentifier(key)
+
+
+@dataclass(slots=True)
+class DeidView:
+    deid: Any
+    to_real: dict[str, str] = field(default_factory=dict)
+    refused: set[str] = field(default_factory=set)  # real SOP Instance UIDs
+    refused_in: set[str] = field(default_factory=set)  # their real study and series UIDs
+    built_at: float = 0.0
+
+    def real_or_none(self, uid: str) -> str | None:
+        return self.to_real.get(uid)
+
+    def real(self, uid: str) -> str:
+        real = self.to_real.get(uid)
+        if real is None:
+            raise NotFound(f"no such UID in this share: {uid}")
+        return real
+
+    def ok(self, rec: InstanceRecord) -> bool:
+        return rec.sop_instance_uid not in self.refused
+
+
+def build_view(deid: Any, recs: list[InstanceRecord]) -> DeidView:
+    """Blocking (an HMAC per UID, the profile's checks per instance): in a thread."""
+    view, seen = DeidView(deid, built_at=time.monotonic()), set()
+    for rec in recs:
+        for uid in (rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid):
+            if uid not in seen:
+                seen.add(uid)
+                view.to_real[deid.uid(uid)] = uid
+        if deid.refusal(rec.metadata) is not None:
+            view.refused.add(rec.sop_instance_uid)
+            view.refused_in |= {rec.study_instance_uid, rec.series_instance_uid}
+    return view
+
+
+async def scope_instances(request: web.Request, share: ShareRecord) -> list[InstanceRecord]:
+    """The real instances a share reaches (current versions, in the share's site)."""
+    archive, out = request.app[ARCHIVE], []
+    sites = [share.site] if share.site else None
+    wanted = [(st, None) for st in share.scope.studies] + list(share.scope.series)
+    for study, series in wanted:
+        try:
+            out += await archive.instances(study, series, sites=sites)
+        except NotFound:
+            continue  # deleted since it was shared
+    return out
+
+
+async def deid_view(request: web.Request, share: ShareRecord) -> DeidView:
+    views = request.app.get(DEID_VIEWS)
+    cached = views.get(share.id) if views is not None else None
+    if cached is not None:
+        view = await asyncio.shield(cached)
+        if time.monotonic() - view.built_at < VIEW_TTL:
+            return view
+    task = asyncio.ensure_future(_build(request, share))
+    if views is not None:
+        views[share.id] = task
+        views.move_to_end(share.id)
+        while len(views) > MAX_VIEWS:
+            views.popitem(last=False)
+    return await asyncio.shield(task)
+
+
+async def _build(request: web.Request, share: ShareRecord) -> DeidView:
+    recs = await scope_instances(request, share)
+    deid = deidentifier(bytes.fromhex(share.deid_key))
+    return await request.app[ARCHIVE].run(build_view, deid, recs)
+
+
+# -- DICOMweb --------------------------------------------------------------------------
+async def dicomweb(
+    request: web.Request, view: DeidView, rel: str, handler: Handler
+) -> web.StreamResponse:
+    info = request.match_info
+    if "instance" in info and info["instance"] in view.refused:
+        raise NotFound(f"no such instance: {info['instance']}")
+    if rel.endswith("/metadata"):
+        return await metadata(request, view)
+    if rel.endswith(("/{study}", "/{series}", "/{instance}")):
+        return await retrieve(request, view)
+    if "/bulk/" in rel:
+        raise NotFound("bulk data is not served under a de-identified share")
+    # rendered and thumbnails of a whole study or series could show a refused image
+    if "instance" not in info and (info.get("series") or info["study"]) in view.refused_in:
+        raise NotFound("not available under a de-identified share")
+    return await handler(request)  # frames, rendered, thumbnails: pixels unchanged
+
+
+async def _records(request: web.Request, view: DeidView) -> list[InstanceRecord]:
+    recs = await request.app[ARCHIVE].instances(*path_uids(request), sites=scope_sites(request))
+    recs = [r for r in recs if view.ok(r)]
+    if not recs:
+        raise NotFound("nothing to show under this de-identified share")
+    return recs
+
+
+def _deid_metadata(view: DeidView, recs: list[InstanceRecord], origin: str, base: str) -> str:
+    docs = json.loads(metadata_body(recs, origin, base))
+    return json.dumps([view.deid.json(doc) for doc in docs])
+
+
+async def metadata(request: web.Request, view: DeidView) -> web.Response:
+    recs = await _records(request, view)
+    archive = request.app[ARCHIVE]
+    origin, base = public_origin(request), request.app[SETTINGS].base_path
+    body = await archive.run(_deid_metadata, view, recs, origin, base)
+    return web.Response(text=body, content_type="application/dicom+json")
+
+
+async def retrieve(request: web.Request, view: DeidView) -> web.StreamResponse:
+    """Instances de-identified one by one (in a thread), in their stored syntax."""
+    recs = await _records(request, view)
+    archive = request.app[ARCHIVE]
+    out = MultipartStream(request, DICOM)
+    for rec in recs:
+        data = await archive.read_instance(rec)
+        clean = await archive.run(view.deid.part10, data)
+        await out.part(f"{DICOM}; transfer-syntax={rec.transfer_syntax_uid}", clean)
+    return await out.finish()
+
+
+def _deid_rows(view: DeidView, text: str) -> str:
+    rows = json.loads(text)
+    kept = [r for r in rows if r.get("00080018", {}).get("Value", [None])[0] not in view.refused]
+    return json.dumps([view.deid.json(r) for r in kept])
+
+
+async def qido(request: web.Request, view: DeidView, handler: Handler) -> web.StreamResponse:
+    resp = await handler(request)
+    if resp.status != 200 or not isinstance(resp, web.Response) or resp.text is None:
+        return resp
+    body = await request.app[ARCHIVE].run(_deid_rows, view, resp.text)
+    return web.Response(text=body, content_type="application/dicom+json")
+
+
+# -- slides ------------------------------------------------------------------------------
+def sanitized_slide(doc: dict[str, Any]) -> dict[str, Any]:
+    """A slide's JSON without what could name the patient: case fields, the vendor's
+    properties, the label and macro (the name may be a file name: replaced too)."""
+    doc = {k: v for k, v in doc.items() if k not in SLIDE_CASE_FIELDS}
+    doc["name"] = "Slide"
+    doc["properties"] = {}
+    doc["associated"] = []
+    doc.get("urls", {}).pop("manifest", None)
+    return doc
+
+
+def _slide_doc(request: web.Request, rec: SlideRecord, full: bool, deid: bool) -> dict:
+    doc = slide_json(rec, str(request.url.origin()), None, full=full)
+    return sanitized_slide(doc) if deid else doc
+
+
+async def slide(
+    request: web.Request, view: DeidView | None, path: str, handler: Handler
+) -> web.StreamResponse:
+    if path in HIDDEN_SLIDE_ROUTES and request.match_info.get("name") != "thumbnail":
+        raise NotFound("not available under a de-identified share")
+    if path != "/slides/{id}":
+        return await handler(request)
+    resp = await handler(request)  # the record, with build progress
+    if not isinstance(resp, web.Response) or resp.status != 200 or resp.text is None:
+        return resp
+    return web.json_response(sanitized_slide(json.loads(resp.text)))
+
+
+async def list_slides(
+    request: web.Request, share: ShareRecord, view: DeidView | None
+) -> web.Response:
+    """GET /slides for a share: only its slides (a few records: read one by one)."""
+    index, docs = request.app[INDEX], []
+    for slide_id in share.scope.slides:
+        try:
+            rec = await index.get_slide(slide_id)
+        except NotFound:
+            continue
+        docs.append(_slide_doc(request, rec, False, view is not None))
+    return web.json_response(docs)

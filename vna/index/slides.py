@@ -44,13 +44,18 @@ def get(conn: Conn, slide_id: str) -> SlideRecord | None:
     return None if row is None else from_row(row)
 
 
-def list_all(conn: Conn, sites: list[str] | None) -> list[SlideRecord]:
-    sql, params = "SELECT * FROM slides", []
-    if sites is not None:
-        if not sites:
+def list_all(
+    conn: Conn, sites: list[str] | None, statuses: list[str] | None = None
+) -> list[SlideRecord]:
+    where, params = [], []
+    for col, values in (("site", sites), ("status", statuses)):
+        if values is None:
+            continue
+        if not values:
             return []
-        sql += f" WHERE site IN ({', '.join('?' for _ in sites)})"
-        params = list(sites)
+        where.append(f"{col} IN ({', '.join('?' for _ in values)})")
+        params += list(values)
+    sql = "SELECT * FROM slides" + (" WHERE " + " AND ".join(where) if where else "")
     sql += " ORDER BY created_at DESC, id"
     return [from_row(r) for r in conn.execute(sql, params).fetchall()]
 

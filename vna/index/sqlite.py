@@ -1,0 +1,321 @@
+"""The embedded SQLite index (WAL mode).
+
+One writer thread owns the only write connection and commits queued writes
+together (group commit): concurrent ``add()`` calls share one transaction and one
+fsync, each awaiting its own outcome; a failing call is rolled back to its own
+savepoint without taking the others down.  Reads run on a small thread pool,
+each thread with its own connection, so in WAL mode they never wait for writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vna.errors import NotFound, StorageError, VnaError
+from vna.index import reads, slides, writes
+from vna.index.base import (
+    AddOutcome,
+    DuplicatePolicy,
+    FindResult,
+    InstanceRecord,
+    Query,
+    SlideRecord,
+    SlideStatus,
+)
+from vna.index.migrate import apply_migrations
+from vna.index.security import SecurityMixin
+from vna.index.shares import ShareMixin
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_STOP = None
+_ANALYZE_EVERY = 100_000  # instance writes between planner-statistics refreshes
+
+
+def _wrap(exc: BaseException) -> VnaError:
+    if isinstance(exc, VnaError):
+        return exc
+    err = StorageError(f"index error: {exc.__class__.__name__}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, shares
+    def __init__(self, url: str, path: str | Path, *, readers: int = 4, max_batch: int = 1000):
+        self.url = url
+        self.path = str(path)
+        self.readers = readers
+        self.max_batch = max_batch
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._wconn: sqlite3.Connection | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._rconns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._writes_since_analyze = 0
+        self.commits = 0  # transactions committed by the writer (group commit makes it < writes)
+
+    # -- life cycle ------------------------------------------------------------
+    def _connect(self, *, readonly: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache per connection
+        conn.execute("PRAGMA mmap_size = 1073741824")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        if readonly:
+            conn.execute("PRAGMA query_only = ON")
+        else:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")  # add() promises durability
+        return conn
+
+    def _open_sync(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._wconn = self._connect(readonly=False)
+        applied = apply_migrations(self._wconn)
+        if applied:
+            log.info("index %s: applied migrations %s", self.path, applied)
+        self._analyze()
+
+    async def open(self) -> None:
+        try:
+            await asyncio.to_thread(self._open_sync)
+        except Exception as exc:  # unreadable file, failed migration...
+            if self._wconn is not None:
+                self._wconn.close()
+                self._wconn = None
+            raise _wrap(exc) from exc
+        self._pool = ThreadPoolExecutor(self.readers, thread_name_prefix="vna-index-read")
+        self._writer = threading.Thread(
+            target=self._writer_loop, name="vna-index-writer", daemon=True
+        )
+        self._writer.start()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.shutdown, True)  # lets running reads finish
+            self._pool = None
+        await asyncio.to_thread(self._close_connections)
+
+    def _close_connections(self) -> None:
+        with self._lock:
+            for conn in self._rconns:
+                conn.close()
+            self._rconns.clear()
+        self._local = threading.local()
+        if self._wconn is not None:
+            self._close_writer()
+
+    def _close_writer(self) -> None:
+        assert self._wconn is not None
+        try:
+            self._wconn.execute("PRAGMA optimize")
+        except sqlite3.Error:
+            log.warning("PRAGMA optimize failed on close", exc_info=True)
+        self._wconn.close()
+        self._wconn = None
+
+    def _analyze(self) -> None:
+        """Cheap sampled statistics so the planner picks the right index."""
+        assert self._wconn is not None
+        self._wconn.execute("PRAGMA analysis_limit = 1000")
+        self._wconn.execute("ANALYZE")
+        self._writes_since_analyze = 0
+
+    # -- the writer thread -----------------------------------------------------
+    def _writer_loop(self) -> None:
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if _STOP in batch:
+                stop = True
+                batch = [b for b in batch if b is not _STOP]
+            if batch:
+                self._run_batch(batch)
+            if self._writes_since_analyze >= _ANALYZE_EVERY:
+                self._safe_analyze()
+
+    def _safe_analyze(self) -> None:
+        try:
+            self._analyze()
+        except sqlite3.Error:
+            log.warning("ANALYZE failed", exc_info=True)
+
+    def _run_batch(
+        self, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]]
+    ) -> None:
+        conn = self._wconn
+        assert conn is not None
+        live = [item for item in batch if item[2].set_running_or_notify_cancel()]
+        done: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, args, fut in live:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = fn(conn, *args)
+                except Exception as exc:  # this call fails alone; the batch goes on
+                    conn.execute("ROLLBACK TO op")
+                    done.append((fut, None, _wrap(exc)))
+                else:
+                    done.append((fut, result, None))
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+            self.commits += 1
+        except Exception as exc:  # the commit itself failed: nothing is durable
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for _fn, _args, fut in live:
+                fut.set_exception(_wrap(exc))
+            return
+        for fut, result, error in done:
+            if error is None:
+                fut.set_result(result)
+            else:
+                fut.set_exception(error)
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._writer is None:
+            raise StorageError("index is not open")
+        fut: Future[T] = Future()
+        self._queue.put((fn, args, fut))
+        return await asyncio.wrap_future(fut)
+
+    # -- readers ---------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect(readonly=True)
+            self._local.conn = conn
+            with self._lock:
+                self._rconns.append(conn)
+        return conn
+
+    def _call_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            return fn(self._reader(), *args)
+        except VnaError:
+            raise
+        except Exception as exc:
+            raise _wrap(exc) from exc
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._pool is None:
+            raise StorageError("index is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._call_read, fn, args)
+
+    # -- instances -------------------------------------------------------------
+    def _add_sync(
+        self, conn: sqlite3.Connection, rec: InstanceRecord, policy: DuplicatePolicy
+    ) -> AddOutcome:
+        self._writes_since_analyze += 1
+        return writes.add_one(conn, rec, policy)
+
+    def _add_many_sync(
+        self, conn: sqlite3.Connection, recs: list[InstanceRecord], policy: DuplicatePolicy
+    ) -> list[AddOutcome]:
+        self._writes_since_analyze += len(recs)
+        return [writes.add_one(conn, rec, policy) for rec in recs]
+
+    async def add(self, rec: InstanceRecord, policy: DuplicatePolicy) -> AddOutcome:
+        return await self._write(self._add_sync, rec, DuplicatePolicy(policy))
+
+    async def add_many(
+        self, recs: list[InstanceRecord], policy: DuplicatePolicy
+    ) -> list[AddOutcome]:
+        """Bulk path (import, reindex, benchmarks): many records, one transaction."""
+        return await self._write(self._add_many_sync, list(recs), DuplicatePolicy(policy))
+
+    async def get(self, sop_instance_uid: str) -> InstanceRecord:
+        rec = await self._read(reads.get_current, sop_instance_uid)
+        if rec is None:
+            raise NotFound(f"no such instance: {sop_instance_uid}")
+        return rec
+
+    async def versions(self, sop_instance_uid: str) -> list[InstanceRecord]:
+        return await self._read(reads.all_versions, sop_instance_uid)
+
+    async def instances(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[InstanceRecord]:
+        def run(conn: sqlite3.Connection) -> list[InstanceRecord]:
+            rows = reads.instance_rows(conn, study_uid, series_uid, sop_uid, current_only=True)
+            return [reads.record_from_row(r) for r in rows]
+
+        return await self._read(run)
+
+    async def find(self, query: Query) -> FindResult:
+        return await self._read(reads.find_sync, query)
+
+    async def delete(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[InstanceRecord]:
+        def run(conn: sqlite3.Connection) -> list[InstanceRecord]:
+            rows = reads.instance_rows(conn, study_uid, series_uid, sop_uid, current_only=False)
+            writes.delete_rows(conn, [r["pk"] for r in rows])
+            return [reads.record_from_row(r) for r in rows]
+
+        return await self._write(run)
+
+    async def blob_keys(self) -> AsyncIterator[tuple[str, str, int]]:
+        after = 0
+        while True:
+            page = await self._read(reads.blob_page, after, 1000)
+            for pk, key, sha, size in page:
+                yield key, sha, size
+                after = pk
+            if len(page) < 1000:
+                return
+
+    async def clear(self) -> None:
+        await self._write(writes.clear_all)
+
+    # -- slides ----------------------------------------------------------------
+    async def put_slide(self, slide: SlideRecord) -> None:
+        await self._write(slides.put, slide)
+
+    async def get_slide(self, slide_id: str) -> SlideRecord:
+        slide = await self._read(slides.get, slide_id)
+        if slide is None:
+            raise NotFound(f"no such slide: {slide_id}")
+        return slide
+
+    async def list_slides(
+        self, sites: list[str] | None = None, statuses: list[SlideStatus] | None = None
+    ) -> list[SlideRecord]:
+        wanted = None if statuses is None else [SlideStatus(s).value for s in statuses]
+        return await self._read(slides.list_all, sites, wanted)
+
+    async def update_slide(self, slide_id: str, **fields: Any) -> None:
+        if not await self._write(slides.update, slide_id, fields):
+            raise NotFound(f"no such slide: {slide_id}")
+
+    async def delete_slide(self, slide_id: str) -> None:
+        if not await self._write(slides.delete, slide_id):
+            raise NotFound(f"no such slide: {slide_id}")
+
+    async def arrivals(
+        self, sop_class_uid: str, after: int = 0, limit: int = 5000
+    ) -> list[tuple[int, str, str, float]]:
+        rows = await self._read(slides.arrivals, sop_class_uid, after, limit)
+        return [tuple(r) for r in rows]

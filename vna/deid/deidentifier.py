@@ -37,7 +37,7 @@ from vna.deid.rules import (
     resolve,
 )
 from vna.dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from vna.errors import Forbidden, InvalidDicom, VnaError
+from vna.errors import Forbidden, InvalidDicom
 
 # File meta attributes that name the systems the file went through
 _META_DROPPED = (
@@ -106,8 +106,9 @@ class Deidentifier:
         out = BytesIO()
         try:
             ds.save_as(out, enforce_file_format=True)
-        except (ValueError, TypeError, OSError) as exc:
-            raise VnaError(f"could not write the de-identified file: {exc}") from exc
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            # e.g. no SOP Instance UID to name the file by: not a storable instance
+            raise InvalidDicom(f"cannot be written as a Part-10 file: {exc}") from exc
         return out.getvalue()
 
     def json(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +136,9 @@ class Deidentifier:
     def _clean(self, ds: Dataset, patient: tuple[str, str]) -> None:
         for tag in list(ds.keys()):
             elem = ds[tag]
-            if tag.is_private or tag.element == 0:  # private, or a retired group length
+            # private; a retired group length; a command element, not part of a stored
+            # dataset (the table lists a few, pydicom refuses to write any)
+            if tag.is_private or tag.element == 0 or tag.group == 0:
                 del ds[tag]
                 continue
             if tag in (PATIENT_NAME, PATIENT_ID):

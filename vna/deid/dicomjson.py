@@ -34,7 +34,7 @@ def _first(obj: dict[str, Any], key: str) -> str:
 
 def _is_private_or_length(key: str) -> bool:
     group, element = int(key[:4], 16), int(key[4:], 16)
-    return bool(group & 1) or element == 0
+    return bool(group & 1) or element == 0 or group == 0  # as the dataset walker
 
 
 def deidentify(deid: Deidentifier, obj: dict[str, Any]) -> dict[str, Any]:

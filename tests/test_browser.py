@@ -423,3 +423,69 @@ def test_browse_when_signed_in(sign_in: dict, secured: tuple[LiveServer, str]) -
     failed = [x for x in sign_in["responses"] if x["status"] >= 400]
     assert failed and {x["status"] for x in failed} == {401}
     assert len(sign_in["consoleErrors"]) == len(failed)
+
+
+# -- sharing a slide (not dev mode) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def share_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A pathologist signs in and shares one of two slides; a fresh browser context
+    opens the link (tests/browser/share.mjs)."""
+    from vna.auth.credentials import hash_password, new_api_key
+    from vna.index.security import UserRecord
+    from vna.keys import INDEX
+    from vna.settings import Settings
+
+    tmp = tmp_path_factory.mktemp("sharing")
+    settings = Settings(data=str(tmp / "data"), http=f"127.0.0.1:{free_port()}", dimse="")
+    for srv in start_server(settings):
+        user = UserRecord("pat", hash_password(PASSWORD), "pathologist", None, time.time())
+        srv.call(srv.app[INDEX].add_user(user))
+        key, rec = new_api_key("admin", None)
+        srv.call(srv.app[INDEX].add_key(rec))
+        admin = {"Authorization": f"Bearer {key}"}
+        svs = ts.make_svs(ts.default_cache_dir())
+        shared, other = (_upload_ready(srv, svs, admin) for _ in range(2))
+        out = tmp_path_factory.mktemp("share-driver")
+        report = run_driver("share.mjs", srv.url, str(out), "pat", PASSWORD, shared, other)
+        return {**report, "shared": shared, "other": other}
+    raise AssertionError("the server did not start")
+
+
+def _upload_ready(server: LiveServer, svs, headers: dict) -> str:
+    with svs.open("rb") as f:
+        r = requests.post(f"{server.url}/slides", files={"file": (svs.name, f)}, headers=headers,
+                          timeout=120)  # fmt: skip
+    assert r.status_code == 202, r.text
+    slide_id = r.json()["id"]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        doc = requests.get(f"{server.url}/slides/{slide_id}", headers=headers, timeout=30).json()
+        if doc["status"] in ("ready", "failed"):
+            assert doc["status"] == "ready", doc.get("reason")
+            return slide_id
+        time.sleep(0.5)
+    raise AssertionError("slide not built in time")
+
+
+def test_share_link_opens_only_the_shared_slide(share_report: dict) -> None:
+    r = share_report
+    assert r["user"]["slide"] == {"state": "ready", "shared": False}
+    assert r["user"]["share"]["status"] == 201, r["user"]["share"]
+    page = r["visitor"]["page"]
+    assert page["path"] == f"/slides/{r['shared']}/view"
+    assert (page["state"], page["fullyLoaded"], page["shared"]) == ("ready", "true", True)
+    assert page["download"] is False and page["status"] == ""
+    # the shared slide's tiles load; the other slide is not there at all for this visitor
+    assert [x["status"] for x in r["visitor"]["own"]] == [200, 200]
+    assert r["visitor"]["own"][0]["type"] == "image/jpeg"
+    assert {x["url"]: x["status"] for x in r["visitor"]["other"]} == {
+        x["url"]: 404 for x in r["visitor"]["other"]
+    }
+    session = next(c for c in r["visitor"]["cookies"] if c["name"] == "vna_share")
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert r["visitor"]["pageErrors"] == [] and r["user"]["pageErrors"] == []
+    # every tile and API call of the shared page was answered
+    tiles = [x for x in r["visitor"]["responses"] if "_files/" in x["url"]]
+    assert tiles and all(x["status"] in (200, 304) for x in tiles if r["shared"] in x["url"])

@@ -44,6 +44,10 @@ let signingIn = false;
 /** GET url and parse JSON; throws HttpError with the server's message on failure. */
 export async function getJSON(url, accept = 'application/json') {
   const resp = await fetch(url, {headers: {Accept: accept}});
+  if (resp.status === 401 && document.cookie.split(/;\s*/).includes('vna_share_mode=1')) {
+    // seen through a share link: there is no account to sign in with
+    throw new HttpError(401, 'This share link has expired or was revoked.');
+  }
   if (resp.status === 401) {
     // not signed in (or the session expired): sign in, then come back to this very
     // view (hash included).  Several calls fail at once; one navigation is enough.

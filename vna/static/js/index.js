@@ -5,6 +5,7 @@ import {
   DICOMWEB, el, fill, formatDate, getJSON, personName, qido, showError, tagValue, tagValues,
 } from './common.js';
 import {slideList, slideField, slideDate} from './slides.js';
+import {decorateShared} from './share.js';
 
 const form = document.getElementById('search');
 const status = document.getElementById('status');
@@ -178,4 +179,6 @@ form.addEventListener('reset', () => {
 
 const initial = criteriaFromUrl();
 writeForm(initial);
+// through a share link there is nothing else to search (body.shared hides the form)
+decorateShared().catch(() => {});
 run(initial);

@@ -4,6 +4,7 @@
 import {el, fill, getJSON, personName, showError, typing} from './common.js';
 import {associatedImages, objectivePower, slideField, slideMpp} from './slides.js';
 import {imageZoom, magnification, Ruler, ScaleBar} from './overlays.js';
+import {decorateShared} from './share.js';
 
 const slideId = decodeURIComponent(location.pathname.split('/')[2] || '');
 const base = `/slides/${encodeURIComponent(slideId)}`;
@@ -219,6 +220,7 @@ async function main() {
   viewer.addHandler('open-failed', (e) => showError(status, `Could not open the slide: ${e.message}`));
 }
 
+decorateShared().catch(() => {});
 main().catch((err) => {
   document.body.dataset.state = 'error';
   showError(status, err);

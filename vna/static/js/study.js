@@ -3,6 +3,7 @@
 // the wheel, the arrow keys or the slider.
 import {DICOMWEB, el, fill, formatDate, getJSON, qido, showError, tagValue, typing} from './common.js';
 import {slideField, slideList} from './slides.js';
+import {decorateShared} from './share.js';
 
 const studyUid = decodeURIComponent(location.pathname.split('/')[2] || '');
 const studyPath = `${DICOMWEB}/studies/${encodeURIComponent(studyUid)}`;
@@ -204,6 +205,7 @@ async function main() {
   document.body.dataset.state = 'ready';
 }
 
+decorateShared().catch(() => {});
 main().catch((err) => {
   document.body.dataset.state = 'error';
   showError(status, err);

@@ -1,0 +1,97 @@
+// Sharing a slide, on a vna that is not in dev mode.
+//   node tests/browser/share.mjs <base-url> <out-dir> <user> <password> <slide-id> <other-slide-id>
+// A pathologist signs in and opens a slide, then makes a share link for it from
+// that page (the cookie session, with its CSRF token).  A fresh browser context,
+// with no account, opens the link: it must see the shared slide, and nothing of
+// the other one.  Prints one JSON report; tests/test_browser.py judges it.
+import {mkdirSync} from 'node:fs';
+import {join} from 'node:path';
+import {chromium} from 'playwright-core';
+
+const [base, outDir, user, password, slideId, otherId] = process.argv.slice(2);
+mkdirSync(outDir, {recursive: true});
+const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run'];
+
+const ready = (page) => page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.state));
+
+function watch(page, log) {
+  page.setDefaultTimeout(90000);
+  page.on('pageerror', (err) => log.pageErrors.push(String(err)));
+  page.on('console', (msg) => msg.type() === 'error' && log.consoleErrors.push(msg.text()));
+  page.on('response', (r) => log.responses.push({url: r.url(), status: r.status()}));
+}
+
+/** Sign in on the form and open the slide viewer; then make a share link there. */
+async function signInAndShare(browser, report) {
+  const context = await browser.newContext({viewport: {width: 1024, height: 700}});
+  const page = await context.newPage();
+  watch(page, report.user);
+  await page.goto(`${base}/slides/${slideId}/view`);
+  await page.waitForURL(/\/login\?next=/);
+  await page.fill('input[name="username"]', user);
+  await page.fill('input[name="password"]', password);
+  await Promise.all([page.waitForURL(`${base}/slides/${slideId}/view`), page.click('button[type="submit"]')]);
+  await ready(page);
+  report.user.slide = await page.evaluate(() => ({state: document.body.dataset.state, shared: document.body.classList.contains('shared')}));
+  report.user.share = await page.evaluate(async (id) => {
+    const csrf = document.cookie.split(/;\s*/).find((c) => c.startsWith('vna_csrf='))?.slice('vna_csrf='.length);
+    const resp = await fetch('/api/shares', {method: 'POST', headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf},
+      body: JSON.stringify({slide: id, expires_in: 3600})});
+    return {status: resp.status, body: await resp.json()};
+  }, slideId);
+  await context.close();
+}
+
+/** What a page of the share session may fetch: its status for each URL. */
+function probe(page, urls) {
+  return page.evaluate(async (list) => Promise.all(list.map(async (u) => {
+    const r = await fetch(u, {headers: {Accept: '*/*'}});
+    return {url: u, status: r.status, type: r.headers.get('content-type')};
+  })), urls);
+}
+
+async function openShare(browser, report, url) {
+  const context = await browser.newContext({viewport: {width: 1024, height: 700}});
+  const page = await context.newPage();
+  watch(page, report.visitor);
+  await page.goto(url);
+  await page.waitForURL(`${base}/slides/${slideId}/view`);
+  await ready(page);
+  await page.waitForFunction(() => document.body.dataset.fullyLoaded === 'true' || document.body.dataset.state === 'error');
+  report.visitor.page = await page.evaluate(() => ({
+    path: location.pathname,
+    state: document.body.dataset.state,
+    fullyLoaded: document.body.dataset.fullyLoaded,
+    shared: document.body.classList.contains('shared'),
+    title: document.getElementById('title').textContent,
+    download: Boolean(document.getElementById('share-download')),
+    status: document.getElementById('status').textContent,
+  }));
+  await page.screenshot({path: join(outDir, 'shared-slide.png')});
+  const tile = (id) => `/slides/${id}_files/8/0_0.jpeg`;
+  report.visitor.own = await probe(page, [tile(slideId), `/slides/${slideId}.dzi`]);
+  report.visitor.other = await probe(page, [tile(otherId), `/slides/${otherId}.dzi`,
+    `/iiif/3/${otherId}/0,0,256,256/max/0/default.jpg`, `/slides/${otherId}`, `/slides/${otherId}/thumbnail`,
+    '/api/shares', '/api/audit']);
+  report.visitor.cookies = (await context.cookies()).map((c) => ({name: c.name, httpOnly: c.httpOnly, sameSite: c.sameSite}));
+  await context.close();
+}
+
+async function main() {
+  const browser = await chromium.launch({executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ARGS});
+  const report = {user: {pageErrors: [], consoleErrors: [], responses: []},
+    visitor: {pageErrors: [], consoleErrors: [], responses: []}};
+  try {
+    await signInAndShare(browser, report);
+    if (report.user.share.status === 201) await openShare(browser, report, report.user.share.body.url);
+  } finally {
+    await browser.close();
+  }
+  return report;
+}
+
+main().then((report) => process.stdout.write(JSON.stringify(report) + '\n')).catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -149,6 +149,39 @@ async def test_trail_batches_and_flushes_everything_on_close(tmp_path: Path):
     conn.close()
 
 
+async def test_a_view_is_recorded_once_across_serving_processes(tmp_path: Path):
+    """``--workers N``: each process has its own index connections and trail; one
+    tile read per process within five minutes is still one audit row."""
+    url = f"sqlite:///{tmp_path / 'index.db'}"
+    indexes = [make_index(url), make_index(url)]
+    for index in indexes:
+        await index.open()
+    try:
+        trails = [AuditTrail(index) for index in indexes]
+        now = time.time()
+        for k, trail in enumerate(trails):
+            trail.start()
+            view = AuditRecord(now + k, "carol", "user", "view", "success", slide_id="s1")
+            trail.record(view, dedupe=("user", "carol", "s1", "success"))
+            await trail.close()  # flushed: the second process writes after the first
+        # the same reader six minutes later, and another reader at once, are recorded
+        later = AuditRecord(now + 360, "carol", "user", "view", "success", slide_id="s1")
+        other = AuditRecord(now + 2, "dave", "user", "view", "success", slide_id="s1")
+        trails[1].start()
+        trails[1].record(later, dedupe=("user", "carol", "s1", "success"))
+        trails[1].record(other, dedupe=("user", "dave", "s1", "success"))
+        await trails[1].close()
+        rows = await indexes[0].find_audit(AuditQuery(action="view"))
+        assert sorted((r.who, r.at) for r in rows) == [
+            ("carol", now),
+            ("carol", now + 360),
+            ("dave", now + 2),
+        ]
+    finally:
+        for index in indexes:
+            await index.close()
+
+
 def test_audit_rows_survive_a_clean_shutdown(tmp_path: Path):
     """Events queued when the server stops are written before the index closes."""
     from tests.fixtures_server import make_settings, start_server

@@ -2,7 +2,10 @@
 the index in batches by one background task, so recording never waits on disk.
 
 Reads of tiles and frames would swamp the trail (a slide view is thousands of
-requests), so they are recorded once per (who, slide or instance, 5 minutes).
+requests), so they are recorded once per (who, slide or instance, 5 minutes):
+first filtered here, in memory, so most tile reads cost nothing; then, for the
+few that pass, in the index (vna.index.security.fresh_views), whose window all
+the serving processes of ``--workers N`` share.
 On a clean shutdown the queue is drained before the index closes.
 """
 
@@ -35,7 +38,7 @@ class AuditTrail:
     def __init__(self, index: SecurityIndex, sink: SyslogSink | None = None) -> None:
         self.index = index
         self.sink = sink  # a syslog collector also gets every event
-        self._queue: asyncio.Queue[AuditRecord | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[AuditRecord, str | None] | None] = asyncio.Queue()
         self._recent: dict[Hashable, float] = {}
         self._prune_at = PRUNE_AT
         self._task: asyncio.Task[None] | None = None
@@ -53,7 +56,7 @@ class AuditTrail:
         if self._queue.qsize() >= MAX_QUEUE:
             log.error("audit queue full, event not stored: %s", rec)
             return False
-        self._queue.put_nowait(rec)
+        self._queue.put_nowait((rec, None if dedupe is None else _key_text(dedupe)))
         return True
 
     def record_threadsafe(self, rec: AuditRecord, dedupe: Hashable | None = None) -> None:
@@ -88,7 +91,7 @@ class AuditTrail:
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             stop = _STOP in batch
-            await self._write([r for r in batch if r is not None])
+            await self._write([item for item in batch if item is not None])
         # anything recorded while the last batch was written
         rest = []
         while not self._queue.empty():
@@ -97,12 +100,14 @@ class AuditTrail:
                 rest.append(item)
         await self._write(rest)
 
-    async def _write(self, batch: list[AuditRecord]) -> None:
-        if not batch:
+    async def _write(self, items: list[tuple[AuditRecord, str | None]]) -> None:
+        if not items:
             return
+        batch = [rec for rec, _ in items]
+        keys = [key for _, key in items]
         for attempt in range(3):
             try:
-                await self.index.append_audit(batch)
+                batch = await self.index.append_audit(batch, keys)
                 break
             except VnaError:
                 log.warning("audit write failed (attempt %d)", attempt + 1, exc_info=True)
@@ -112,6 +117,11 @@ class AuditTrail:
                 log.error("audit event not stored: %s", rec)
         if self.sink is not None:
             await asyncio.to_thread(self.sink.send, batch)
+
+
+def _key_text(key: Hashable) -> str:
+    parts = key if isinstance(key, tuple) else (key,)
+    return "\x1f".join("" if p is None else str(p) for p in parts)
 
 
 AUDIT = web.AppKey("audit", AuditTrail)

@@ -224,9 +224,40 @@ _PATIENT_OF_STUDY = (
 _PATIENT_OF_SLIDE = "(SELECT patient_id FROM slides WHERE id = ?)"
 
 
-def append_audit(conn: Conn, records: list[AuditRecord]) -> None:
+VIEW_WINDOW = 300.0  # seconds: a repeated read is recorded once per window
+
+
+def fresh_views(
+    conn: Conn, records: list[AuditRecord], keys: list[str | None]
+) -> list[AuditRecord]:
+    """The records to keep: those without a key, and those whose key was not
+    recorded in the last VIEW_WINDOW seconds by any process.  Marks them recorded."""
+    kept = []
+    for rec, key in zip(records, keys, strict=True):
+        if key is not None:
+            row = conn.execute("SELECT at FROM audit_views WHERE key = ?", (key,)).fetchone()
+            if row is not None and rec.at - row[0] < VIEW_WINDOW:
+                continue
+            conn.execute(
+                "INSERT INTO audit_views (key, at) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET at = excluded.at",
+                (key, rec.at),
+            )
+        kept.append(rec)
+    if any(k is not None for k in keys):
+        newest = max(r.at for r in records)
+        conn.execute("DELETE FROM audit_views WHERE at < ?", (newest - VIEW_WINDOW,))
+    return kept
+
+
+def append_audit(
+    conn: Conn, records: list[AuditRecord], keys: list[str | None] | None = None
+) -> list[AuditRecord]:
     """One batch; a missing patient ID is filled from the study or slide named,
-    here in the writer thread rather than per request on the event loop."""
+    here in the writer thread rather than per request on the event loop.  With
+    ``keys``, repeated reads are dropped (fresh_views).  Returns what was stored."""
+    if keys is not None:
+        records = fresh_views(conn, records, keys)
     cols = ", ".join(AUDIT_COLUMNS)
     marks = ", ".join(
         f"COALESCE(?, {_PATIENT_OF_STUDY}, {_PATIENT_OF_SLIDE})" if c == "patient_id" else "?"
@@ -241,6 +272,7 @@ def append_audit(conn: Conn, records: list[AuditRecord]) -> None:
                 values += [r.study_uid, r.slide_id]
         rows.append(values)
     conn.executemany(f"INSERT INTO audit ({cols}) VALUES ({marks})", rows)
+    return records
 
 
 def find_audit(conn: Conn, q: AuditQuery) -> list[AuditRecord]:
@@ -285,7 +317,9 @@ class SecurityIndex(Protocol):
     async def login_failures(self, client: str) -> tuple[int, float]: ...
     async def add_login_failure(self, client: str) -> int: ...
     async def clear_login_failures(self, client: str) -> None: ...
-    async def append_audit(self, records: list[AuditRecord]) -> None: ...
+    async def append_audit(
+        self, records: list[AuditRecord], keys: list[str | None] | None = None
+    ) -> list[AuditRecord]: ...
     async def find_audit(self, query: AuditQuery) -> list[AuditRecord]: ...
 
 
@@ -352,9 +386,12 @@ class SecurityMixin:
     async def clear_login_failures(self, client: str) -> None:
         await self._write(clear_login_failures, client)
 
-    async def append_audit(self, records: list[AuditRecord]) -> None:
-        if records:
-            await self._write(append_audit, list(records))
+    async def append_audit(
+        self, records: list[AuditRecord], keys: list[str | None] | None = None
+    ) -> list[AuditRecord]:
+        if not records:
+            return []
+        return await self._write(append_audit, list(records), keys)
 
     async def find_audit(self, query: AuditQuery) -> list[AuditRecord]:
         return await self._read(find_audit, query)

@@ -219,6 +219,22 @@ def _expire(server: LiveServer, share_id: str) -> None:
     server.call(index._write(write))
 
 
+def test_revocation_holds_in_every_process(server, data, tmp_path):
+    """A second vna on the same data (as --workers N runs): a link revoked through
+    one is refused by the other on the very next request."""
+    s = server
+    settings = make_settings(Path(s.settings.data))
+    settings.dev = False
+    clin = make_key(s, "clinician", "A")
+    session, body = opened(s, clin, study=data["study1"])
+    for other in start_server(settings):
+        url = other.dicomweb + "/studies"
+        assert session.get(url, timeout=30).status_code == 200
+        assert requests.delete(f"{s.url}/api/shares/{body['id']}", headers=clin,
+                               timeout=30).status_code == 204  # fmt: skip
+        assert session.get(url, timeout=30).status_code == 401
+
+
 def test_expired_link_refused(server, data):
     s = server
     clin = make_key(s, "clinician", "A")
@@ -408,8 +424,15 @@ def test_deidentified_share(server, data):
     mine = session.get(inst + "/frames/1", headers={"Accept": "*/*"}, timeout=30)
     assert mine.status_code == 200 and parts(mine) == parts(admin)
     assert ds.pixel_array.tobytes() == parts(admin)[0]
+    # what the series viewer asks for, in the share's UIDs
+    assert session.get(inst + "/rendered", timeout=30).headers["Content-Type"] == "image/jpeg"
+    listed = qido_uids(session, f"{dw}/studies/{new_study}/series", "0020000E")
+    assert series in listed and data["ct_series"] not in listed
+    assert qido_uids(session, dw + "/studies", StudyInstanceUID=study) == []
+    # the refused instance is not there under either UID
     burned = f"{dw}/studies/{new_study}/series/{series}/instances/{data['burned']}"
     assert session.get(burned, timeout=30).status_code == 404
+    assert data["burned"] not in meta.text
 
 
 def test_deidentified_slide_share_hides_the_label(server, data):

@@ -157,9 +157,11 @@ def check_attribute(deid: Deidentifier, out: Dataset, tag: int, original: Any) -
         assert elem.value == deid.uid(str(original)), f"{Tag(tag)} not remapped"
         assert UID_RE.fullmatch(elem.value) and len(elem.value) <= 64
     elif elem.VR == "SQ" and action is Action.XZU:
-        for item in elem.value:
+        assert len(elem.value) == len(original)
+        for item, source_item in zip(elem.value, original, strict=True):
             ref = item.ReferencedSOPInstanceUID
-            assert ref == deid.uid(planted_uid(tag)), f"{Tag(tag)} reference not remapped"
+            expected = deid.uid(source_item.ReferencedSOPInstanceUID)
+            assert ref == expected, f"{Tag(tag)} reference not remapped"
     elif elem.VR == "SQ":
         assert len(elem.value) == 0, f"{Tag(tag)} sequence should be emptied"
     else:

@@ -111,6 +111,24 @@ def test_jpeg_baseline_is_for_8_bit_only() -> None:
         transcode_part10(SOURCES["ct"](), JPEGBaseline8Bit)
 
 
+def test_a_lossy_version_is_a_derived_image_with_its_own_uid() -> None:
+    """PS3.3 C.7.6.1.1.5: lossy compression of a DICOM image makes a new SOP
+    Instance, DERIVED, referencing its source; the same request names it alike."""
+    us = SOURCES["us"]()
+    source = _ds(us)
+    out = _ds(transcode_part10(us, JPEGBaseline8Bit))
+    assert out.SOPInstanceUID != source.SOPInstanceUID
+    assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+    assert out.ImageType[0] == "DERIVED"
+    assert float(out.LossyImageCompressionRatio) > 1
+    [ref] = out.SourceImageSequence
+    assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert ref.ReferencedSOPClassUID == source.SOPClassUID
+    assert _ds(transcode_part10(us, JPEGBaseline8Bit)).SOPInstanceUID == out.SOPInstanceUID
+    # lossless conversions keep the instance's identity
+    assert _ds(transcode_part10(us, JPEGLosslessSV1)).SOPInstanceUID == source.SOPInstanceUID
+
+
 def test_can_transcode() -> None:
     for target in PRODUCIBLE:
         assert can_transcode(ExplicitVRLittleEndian, target)

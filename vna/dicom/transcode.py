@@ -35,6 +35,7 @@ from pydicom.uid import (
     JPEGLosslessSV1,
     JPEGLSLossless,
     RLELossless,
+    generate_uid,
 )
 
 from vna.dicom.parse import locate_frames
@@ -241,11 +242,31 @@ def _to_compressed(ds: Dataset, ts: str) -> Dataset:
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
     if ts in LOSSY:
-        ds.LossyImageCompression = "01"
-        ds.LossyImageCompressionMethod = "ISO_10918_1"
-        if int(ds.get("SamplesPerPixel", 1)) == 3:
-            ds.PhotometricInterpretation = "YBR_FULL_422"
+        _mark_lossy(ds, ratio=arr.nbytes / max(1, sum(map(len, frames))))
     return ds
+
+
+def _mark_lossy(ds: Dataset, ratio: float) -> None:
+    """PS3.3 C.7.6.1.1.5: a lossy compressed version of a DICOM image is a DERIVED
+    image with a new SOP Instance UID, referencing its source.  The new UID is
+    derived from the original, so every retrieval of the same lossy version names
+    it alike, and the stored original keeps its own."""
+    source_uid, source_class = str(ds.SOPInstanceUID), ds.SOPClassUID
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+    ds.LossyImageCompressionRatio = f"{ratio:.2f}"[:16]
+    if int(ds.get("SamplesPerPixel", 1)) == 3:
+        ds.PhotometricInterpretation = "YBR_FULL_422"
+    kept = list(ds.get("ImageType") or [])[1:] or ["PRIMARY"]
+    ds.ImageType = ["DERIVED", *kept]
+    ds.DerivationDescription = f"Lossy JPEG baseline compression by vna, ratio {ratio:.1f}:1"[:1024]
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = source_class
+    ref.ReferencedSOPInstanceUID = source_uid
+    ds.SourceImageSequence = [*ds.get("SourceImageSequence", []), ref]
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[source_uid, str(JPEGBaseline8Bit)])
+    if getattr(ds, "file_meta", None) is not None:
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
 
 
 def to_bytes(ds: Dataset, ts: str) -> bytes:

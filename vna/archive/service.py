@@ -8,20 +8,26 @@ an orphan blob (swept by ``vna fsck``), never an index row pointing at nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vna.dicom import ParsedInstance, parse_part10
+from vna.archive import batch
+from vna.archive.instance import (
+    BLOB_PREFIX,
+    StoreResult,
+    add_missing_preamble,
+    blob_key,
+    prepare_file,
+    unlink_quietly,
+)
+from vna.dicom import ParsedInstance
 from vna.errors import (
     Conflict,
     IntegrityError,
@@ -42,46 +48,16 @@ from vna.storage.base import BlobStore
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-BLOB_PREFIX = "dicom/"
-
-
-@dataclass(slots=True)
-class StoreResult:
-    """What happened to one instance offered for storage."""
-
-    sop_class_uid: str = ""
-    sop_instance_uid: str = ""
-    study_instance_uid: str = ""
-    series_instance_uid: str = ""
-    outcome: AddOutcome | None = None
-    error: VnaError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def warning(self) -> str | None:
-        if self.outcome is AddOutcome.DUPLICATE:
-            return "duplicate: the same instance is already stored"
-        if self.outcome is AddOutcome.SUPERSEDED:
-            return (
-                "different content under an existing SOP Instance UID: kept as a superseded version"
-            )
-        if self.outcome is AddOutcome.REPLACED:
-            return (
-                "different content under an existing SOP Instance UID: replaced the current version"
-            )
-        return None
-
-
-def blob_key(parsed: ParsedInstance) -> str:
-    """Content-addressed per instance, so versions sit side by side and a retry
-    of the same bytes lands on the same key."""
-    return (
-        f"{BLOB_PREFIX}{parsed.study_instance_uid}/{parsed.series_instance_uid}/"
-        f"{parsed.sop_instance_uid}/{parsed.identity}.dcm"
-    )
+# re-exported: callers import these from here
+__all__ = [
+    "BLOB_PREFIX",
+    "Archive",
+    "StoreResult",
+    "add_missing_preamble",
+    "blob_key",
+    "prepare_file",
+    "unlink_quietly",
+]
 
 
 class Archive:
@@ -100,6 +76,9 @@ class Archive:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.executor = executor
         self.policy = policy
+        # a store and index with blocking entry points take the batched path
+        # (vna.archive.batch): one thread per batch instead of a hop per step
+        self.blocking = batch.supports_blocking(store, index)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Blocking or CPU work, off the event loop, in the archive's bounded pool."""
@@ -147,9 +126,70 @@ class Archive:
 
         Never raises for bad input: the failure is in ``StoreResult.error``.
         """
+        if self.blocking:
+            (result,) = await self.run(
+                self.store_files_blocking, [path], source, expected_study, site
+            )
+            return result
+        return await self._store_file_async(path, source, expected_study, site)
+
+    async def store_batch(
+        self,
+        items: list[bytes | str],
+        *,
+        source: str = "",
+        expected_study: str | None = None,
+        site: str | None = None,
+    ) -> list[StoreResult]:
+        """Archive several instances, each given as its bytes or as the path of a
+        spool file (consumed); one result per item, in order, each failing alone.
+        On a blocking-capable store and index: one thread hop for the lot."""
+        if self.blocking:
+            return await self.run(self._store_items_blocking, items, source, expected_study, site)
+        paths = await self.run(self._spool_items, items)
+        return list(
+            await asyncio.gather(
+                *(self._store_file_async(p, source, expected_study, site) for p in paths)
+            )
+        )
+
+    def store_files_blocking(
+        self,
+        paths: list[str],
+        source: str = "",
+        expected_study: str | None = None,
+        site: str | None = None,
+    ) -> list[StoreResult]:
+        """``store_file`` for many files, as blocking code for a worker thread (the
+        C-STORE handler's own); only when ``self.blocking``."""
+        return batch.store_paths(
+            self, paths, source=source, expected_study=expected_study, site=site
+        )
+
+    def _store_items_blocking(
+        self, items: list[bytes | str], source: str, expected_study: str | None, site: str | None
+    ) -> list[StoreResult]:
+        paths = self._spool_items(items)
+        return self.store_files_blocking(paths, source, expected_study, site)
+
+    def _spool_items(self, items: list[bytes | str]) -> list[str]:
+        tmp = str(self.tmp_dir)
+        return [batch.spool_data(tmp, it) if isinstance(it, bytes) else it for it in items]
+
+    def discard(self, items: list[bytes | str]) -> None:
+        """Drop the spool files of items that will not be stored (blocking)."""
+        for it in items:
+            if isinstance(it, str):
+                unlink_quietly(it)
+
+    async def _store_file_async(
+        self, path: str, source: str, expected_study: str | None, site: str | None
+    ) -> StoreResult:
+        """The per-instance path, for stores and indexes without blocking entry
+        points (S3): each step is a coroutine, so round trips overlap."""
         result = StoreResult()
         try:
-            parsed = await self.run(_prepare, path)
+            parsed = await self.run(prepare_file, path)
             result.sop_class_uid = parsed.sop_class_uid
             result.sop_instance_uid = parsed.sop_instance_uid
             result.study_instance_uid = parsed.study_instance_uid
@@ -281,29 +321,3 @@ class Archive:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _prepare(path: str) -> ParsedInstance:
-    add_missing_preamble(path)
-    return parse_part10(path)
-
-
-def add_missing_preamble(path: str) -> None:
-    """Give a file that starts straight with its file meta group (what pydicom, and
-    so dicomweb-client, writes for a dataset without a preamble) the 128-byte
-    preamble and 'DICM' prefix, so every stored blob is a Part-10 file any reader
-    opens.  The dataset bytes are untouched: only the receiver's header changes."""
-    with open(path, "rb") as f:
-        head = f.read(132)
-    if head[128:132] == b"DICM" or head[:2] != b"\x02\x00":
-        return  # already Part-10, or not DICOM at all: the parser will say which
-    fixed = path + ".p10"
-    with open(path, "rb") as src, open(fixed, "wb") as dst:
-        dst.write(b"\0" * 128 + b"DICM")
-        shutil.copyfileobj(src, dst, 1 << 20)
-    os.replace(fixed, path)
-
-
-def unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)

@@ -1,14 +1,19 @@
-"""STOW-RS (PS3.18 10.5): multipart/related bodies streamed part by part to disk.
+"""STOW-RS (PS3.18 10.5): multipart/related bodies received part by part and
+stored in batches.
 
-Each part is spooled to a file in the archive's spool dir while the previous
-parts are being archived, so a 2 GB body never sits in memory and parsing
-overlaps with receiving.
+Parts are collected in memory (a part larger than ``MEMORY_PART`` is streamed
+to a spool file instead, so a 2 GB body never sits in memory) and handed to
+``Archive.store_batch`` every ``BATCH_PARTS`` parts or ``BATCH_BYTES`` bytes:
+one thread hop, one durability barrier pair and one index transaction per
+batch rather than per part.  Batches are stored while the next ones are being
+received, at most ``PARALLEL_BATCHES`` at a time per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
@@ -17,13 +22,16 @@ from vna.archive import Archive, StoreResult
 from vna.auth import store_site
 from vna.dicomweb.media import parse_params
 from vna.dicomweb.uids import check_uid
-from vna.errors import BadRequest, InvalidDicom, UnsupportedMediaType, VnaError
+from vna.errors import BadRequest, InvalidDicom, UnsupportedMediaType
 from vna.index.base import AddOutcome
 from vna.keys import ARCHIVE, SETTINGS
 from vna.web import part_chunks, public_origin
 
 CHUNK = 1 << 20
-PARALLEL_STORES = 8
+MEMORY_PART = 4 << 20
+BATCH_PARTS = 64
+BATCH_BYTES = 16 << 20
+PARALLEL_BATCHES = 2
 WARNING_COERCION = 0xB000
 
 
@@ -40,32 +48,94 @@ def _check_body_type(request: web.Request) -> None:
         raise BadRequest("multipart/related body without a boundary parameter")
 
 
-async def _parts(request: web.Request, archive: Archive, study: str | None, source: str):
-    """Yield a store task per part (or a ready failure for a non-DICOM part)."""
+async def _read_part(part: BodyPartReader, archive: Archive) -> bytes | str:
+    """The part's bytes, or the path of a spool file holding them when large."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await part.read_chunk(CHUNK):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MEMORY_PART:
+            return await archive.spool(_resume(chunks, part))
+    return b"".join(chunks)
+
+
+async def _resume(head: list[bytes], part: BodyPartReader) -> AsyncIterator[bytes]:
+    for chunk in head:
+        yield chunk
+    async for chunk in part_chunks(part, CHUNK):
+        yield chunk
+
+
+async def _parts(
+    request: web.Request, archive: Archive
+) -> AsyncIterator[bytes | str | StoreResult]:
+    """Each part's content (bytes or spool path), or a ready failure for a
+    part that is not application/dicom."""
     try:
         reader = MultipartReader(request.headers, request.content)
-        while True:
-            part = await reader.next()
-            if part is None:
-                return
+        while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 raise BadRequest("nested multipart bodies are not accepted")
-            ptype, _ = parse_params(part.headers.get("Content-Type", "application/dicom"))
+            header = part.headers.get("Content-Type", "application/dicom")
+            # the common exact header skips the general parser (per part, it shows)
+            ptype = header if header == "application/dicom" else parse_params(header)[0]
             if ptype != "application/dicom":
                 await part.release()
                 yield StoreResult(
                     error=InvalidDicom(f"part of type {ptype} is not application/dicom")
                 )
                 continue
-            path = await archive.spool(part_chunks(part, CHUNK))
-            yield asyncio.ensure_future(
-                archive.store_file(
-                    path, source=source, expected_study=study, site=store_site(request)
-                )
-            )
+            yield await _read_part(part, archive)
     except (ValueError, AssertionError, RuntimeError) as exc:
         # aiohttp's reader reports malformed bodies (bad boundary, truncated) this way
         raise BadRequest(f"malformed multipart body: {exc}") from None
+
+
+class _Batches:
+    """Parts in arrival order, grouped into batches stored as they fill up."""
+
+    def __init__(self, archive: Archive, **store_kwargs: Any) -> None:
+        self.archive = archive
+        self.kwargs = store_kwargs
+        self.slots: list[asyncio.Future[list[StoreResult]] | list[StoreResult]] = []
+        self.items: list[bytes | str] = []
+        self.size = 0
+        self.gate = asyncio.Semaphore(PARALLEL_BATCHES)
+
+    async def add(self, item: bytes | str | StoreResult) -> None:
+        if isinstance(item, StoreResult):
+            await self.flush()  # keeps the answer in the order of the parts
+            self.slots.append([item])
+            return
+        self.items.append(item)
+        self.size += len(item) if isinstance(item, bytes) else MEMORY_PART
+        if len(self.items) >= BATCH_PARTS or self.size >= BATCH_BYTES:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self.items:
+            return
+        await self.gate.acquire()
+        fut = asyncio.ensure_future(self.archive.store_batch(self.items, **self.kwargs))
+        fut.add_done_callback(lambda _f: self.gate.release())
+        self.slots.append(fut)
+        self.items, self.size = [], 0
+
+    async def results(self) -> list[StoreResult]:
+        out: list[StoreResult] = []
+        for slot in self.slots:
+            out.extend(slot if isinstance(slot, list) else await slot)
+        return out
+
+    async def abandon(self) -> None:
+        """The body failed: finish the batches already started (their instances
+        may be stored, as any interrupted upload's), drop the rest."""
+        leftovers, self.items = self.items, []
+        if leftovers:
+            asyncio.get_running_loop().run_in_executor(None, self.archive.discard, leftovers)
+        started = [s for s in self.slots if isinstance(s, asyncio.Future)]
+        await asyncio.gather(*started, return_exceptions=True)
 
 
 async def stow(request: web.Request) -> web.Response:
@@ -75,20 +145,15 @@ async def stow(request: web.Request) -> web.Response:
         check_uid(study)
     _check_body_type(request)
     source = f"STOW-RS {request.remote or ''}".strip()
-    pending: list[asyncio.Future | StoreResult] = []
-    gate = asyncio.Semaphore(PARALLEL_STORES)
+    batches = _Batches(archive, source=source, expected_study=study, site=store_site(request))
     try:
-        async for item in _parts(request, archive, study, source):
-            pending.append(item)
-            if isinstance(item, asyncio.Future):
-                await gate.acquire()
-                item.add_done_callback(lambda _f: gate.release())
-    except VnaError:
-        # stop receiving, but what was already acknowledged to nobody yet is still
-        # finished: the body is malformed, so the request as a whole fails
-        await asyncio.gather(*(p for p in pending if isinstance(p, asyncio.Future)))
+        async for item in _parts(request, archive):
+            await batches.add(item)
+        await batches.flush()
+    except BaseException:  # a malformed body, or the client went away
+        await asyncio.shield(batches.abandon())
         raise
-    results = [p if isinstance(p, StoreResult) else await p for p in pending]
+    results = await batches.results()
     if not results:
         raise BadRequest("the multipart body holds no parts")
     base = request.app[SETTINGS].base_path

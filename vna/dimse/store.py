@@ -3,8 +3,10 @@
 pynetdicom, with ``STORE_RECV_CHUNKED_DATASET``, writes the received bytes to a
 temporary file as they arrive (a file meta of its own, then the dataset bytes).
 The handler writes the Part-10 file into the archive's spool -- vna's file meta,
-then those dataset bytes copied untouched -- and hands it to
-``Archive.store_file``; no decode, no re-encode.
+then those dataset bytes copied untouched -- and archives it from pynetdicom's
+own thread (``Archive.store_files_blocking``: no hop through the event loop),
+or through ``Archive.store_file`` on backends without a blocking path (S3);
+no decode, no re-encode.
 
 Statuses (PS3.4 B.2.3, PS3.7 C):
 - 0x0000 once the instance is durable (blob written, index committed).  An
@@ -78,7 +80,7 @@ def handle_store(event: evt.Event, ctx: HandlerContext) -> Dataset | int:
         return status(OUT_OF_RESOURCES, f"cannot spool the dataset: {exc.strerror or exc}")
     try:
         site = peer.site if peer is not None else None  # the sending peer's site owns it
-        result = ctx.bridge(ctx.archive.store_file(path, source=f"C-STORE {calling}", site=site))
+        result = _archive(ctx, path, f"C-STORE {calling}", site)
     except Exception as exc:  # the loop went away, or a timeout: never a silent success
         log.exception("C-STORE from %s failed", calling)
         return status(PROCESSING_FAILURE, f"archive error: {type(exc).__name__}")
@@ -92,6 +94,16 @@ def handle_store(event: evt.Event, ctx: HandlerContext) -> Dataset | int:
         log.info("C-STORE %s from %s: %s", result.sop_instance_uid, calling, result.warning)
     _audit(ctx, event, result, "success", 0x0000, result.warning or "")
     return 0x0000
+
+
+def _archive(ctx: HandlerContext, path: str, source: str, site: str | None) -> StoreResult:
+    """Store from this (pynetdicom's) thread when the archive has a blocking path:
+    no round trip through the event loop per instance.  Else through the loop."""
+    archive = ctx.archive
+    if archive.blocking:
+        (result,) = archive.store_files_blocking([path], source, None, site)
+        return result
+    return ctx.bridge(archive.store_file(path, source=source, site=site))
 
 
 def _audit(

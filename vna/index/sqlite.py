@@ -246,6 +246,32 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         """Bulk path (import, reindex, benchmarks): many records, one transaction."""
         return await self._write(self._add_many_sync, list(recs), DuplicatePolicy(policy))
 
+    # -- blocking entry points, for the archive's batched store path ----------
+    # Called from worker threads (never the event loop): they wait on the writer
+    # thread and the reader pool directly, without crossing the loop.
+    def identities_blocking(self, sop_uids: list[str]) -> dict[str, set[str]]:
+        """The identities of every stored version of each SOP Instance UID."""
+        if self._pool is None:
+            raise StorageError("index is not open")
+        return self._pool.submit(self._call_read, _identities, (list(sop_uids),)).result()
+
+    def add_batch_blocking(
+        self, recs: list[InstanceRecord], policy: DuplicatePolicy
+    ) -> list[AddOutcome | VnaError]:
+        """``add`` for each record, committed together (and with whatever else the
+        writer has queued); each answer is the outcome or that record's error."""
+        if self._writer is None:
+            raise StorageError("index is not open")
+        fut: Future[list[Any]] = Future()
+        self._queue.put((self._add_each_sync, (list(recs), DuplicatePolicy(policy)), fut))
+        return [r if isinstance(r, AddOutcome) else _wrap(r) for r in fut.result()]
+
+    def _add_each_sync(
+        self, conn: sqlite3.Connection, recs: list[InstanceRecord], policy: DuplicatePolicy
+    ) -> list[Any]:
+        self._writes_since_analyze += len(recs)
+        return writes.add_each(conn, recs, policy)
+
     async def get(self, sop_instance_uid: str) -> InstanceRecord:
         rec = await self._read(reads.get_current, sop_instance_uid)
         if rec is None:
@@ -319,3 +345,14 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
     ) -> list[tuple[int, str, str, float]]:
         rows = await self._read(slides.arrivals, sop_class_uid, after, limit)
         return [tuple(r) for r in rows]
+
+
+def _identities(conn: sqlite3.Connection, sop_uids: list[str]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {uid: set() for uid in sop_uids}
+    for start in range(0, len(sop_uids), 500):  # under SQLite's host-parameter limit
+        chunk = sop_uids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        sql = f"SELECT sop_uid, identity FROM instances WHERE sop_uid IN ({marks})"
+        for sop, identity in conn.execute(sql, chunk):
+            out[sop].add(identity)
+    return out

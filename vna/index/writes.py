@@ -43,6 +43,21 @@ def add_one(conn: Conn, rec: InstanceRecord, policy: DuplicatePolicy) -> AddOutc
     return outcome
 
 
+def add_each(conn: Conn, recs: list[InstanceRecord], policy: DuplicatePolicy) -> list[Any]:
+    """``add_one`` for each record in its own savepoint: a record that fails is
+    rolled back alone and its exception returned in its place."""
+    out: list[Any] = []
+    for rec in recs:
+        conn.execute("SAVEPOINT rec")
+        try:
+            out.append(add_one(conn, rec, policy))
+        except Exception as exc:
+            conn.execute("ROLLBACK TO rec")
+            out.append(exc)
+        conn.execute("RELEASE rec")
+    return out
+
+
 def insert_instance(
     conn: Conn, rec: InstanceRecord, series_pk: int, study_pk: int, current: bool
 ) -> None:

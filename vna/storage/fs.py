@@ -27,7 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from itertools import islice
 
-from vna.errors import BadRequest, NotFound, StorageError
+from vna.errors import BadRequest, NotFound, StorageError, VnaError
 from vna.storage.base import BlobInfo, check_key
 from vna.storage.groupsync import GroupSync
 
@@ -77,6 +77,7 @@ class FileStore:
         self._tmp = os.path.join(self.root, TMP_DIR)
         self._sync: GroupSync | None = None  # made on first write (the root must exist)
         self._sync_lock = threading.Lock()
+        self._dev: int | None = None  # st_dev of root, for same-filesystem moves
 
     def __repr__(self) -> str:
         return f"FileStore({self.root!r})"
@@ -231,6 +232,79 @@ class FileStore:
             raise
         self._barrier()  # and the name before the caller is answered
         return True
+
+    def _rename_into(self, src: str, final: str) -> None:
+        """Rename ``src`` to ``final``, creating parents; a concurrent delete may
+        prune a parent between the two, so retry a few times (as ``_publish``)."""
+        for attempt in range(5):
+            try:
+                self._ensure_parent(final)
+                os.replace(src, final)
+                return
+            except FileNotFoundError:
+                if attempt == 4 or not os.path.exists(src):
+                    raise
+
+    def _move_many(self, items: list[tuple[str, str, str]]) -> list[BlobInfo | VnaError]:
+        """Rename spool files (same filesystem) into place: one barrier makes every
+        file's data durable before any name points at it, one more makes the
+        names durable before the caller is answered."""
+        self._barrier()
+        out: list[BlobInfo | VnaError] = []
+        for key, src, final in items:
+            try:
+                with _oserrors(key, reading=False):
+                    size = os.stat(src).st_size
+                    self._rename_into(src, final)
+                out.append(BlobInfo(key=key, size=size, mtime=time.time()))
+            except VnaError as exc:
+                out.append(exc)
+        self._barrier()
+        return out
+
+    def _root_dev(self) -> int:
+        if self._dev is None:
+            os.makedirs(self.root, exist_ok=True)
+            self._dev = os.stat(self.root).st_dev
+        return self._dev
+
+    def put_files_blocking(self, items: list[tuple[str, str]]) -> list[BlobInfo | VnaError]:
+        """``put_file(key, path, move=True)`` for many files at once, as blocking
+        code (the archive's batched store path calls it from a worker thread).
+        Each answer is the blob's info or the error of that file alone; every
+        source file that was not moved in is left for the caller to delete."""
+        answers: dict[int, BlobInfo | VnaError] = {}
+        local: list[tuple[int, tuple[str, str, str]]] = []
+        for i, (key, src) in enumerate(items):
+            try:
+                final = self._path(key)
+                with _oserrors(key, reading=False):
+                    same_fs = os.stat(src).st_dev == self._root_dev()
+            except VnaError as exc:
+                answers[i] = exc
+                continue
+            if same_fs:
+                local.append((i, (key, src, final)))
+            else:  # another filesystem: copy it in the ordinary way
+                answers[i] = self._put_file_answer(key, src)
+        if local:
+            try:
+                with _oserrors(self.root, reading=False):
+                    moved = self._move_many([x for _, x in local])
+            except VnaError as exc:  # a barrier failed: nothing is known durable
+                moved = [exc] * len(local)
+            answers.update(zip((i for i, _ in local), moved, strict=True))
+        return [answers[i] for i in range(len(items))]
+
+    def _put_file_answer(self, key: str, src: str) -> BlobInfo | VnaError:
+        try:
+            return self._put_file(key, src, True)
+        except VnaError as exc:
+            return exc
+
+    def delete_blocking(self, key: str) -> None:
+        """``delete`` as blocking code, for the archive's batched store path."""
+        self._delete(key)
 
     def _stat(self, key: str) -> BlobInfo:
         with _oserrors(key):

@@ -447,9 +447,15 @@ def share_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
         admin = {"Authorization": f"Bearer {key}"}
         svs = ts.make_svs(ts.default_cache_dir())
         shared, other = (_upload_ready(srv, svs, admin) for _ in range(2))
+        deid = requests.post(f"{srv.url}/api/shares", json={"slide": other, "deidentify": True},
+                             headers=admin, timeout=30)  # fmt: skip
+        assert deid.status_code == 201, deid.text
+        full = requests.get(f"{srv.url}/slides/{other}", headers=admin, timeout=30).json()
         out = tmp_path_factory.mktemp("share-driver")
-        report = run_driver("share.mjs", srv.url, str(out), "pat", PASSWORD, shared, other)
-        return {**report, "shared": shared, "other": other}
+        report = run_driver(
+            "share.mjs", srv.url, str(out), "pat", PASSWORD, shared, other, deid.json()["url"]
+        )
+        return {**report, "shared": shared, "other": other, "full": full}
     raise AssertionError("the server did not start")
 
 
@@ -489,3 +495,21 @@ def test_share_link_opens_only_the_shared_slide(share_report: dict) -> None:
     # every tile and API call of the shared page was answered
     tiles = [x for x in r["visitor"]["responses"] if "_files/" in x["url"]]
     assert tiles and all(x["status"] in (200, 304) for x in tiles if r["shared"] in x["url"])
+
+
+def test_deidentified_slide_link_shows_no_label_or_case(share_report: dict) -> None:
+    r, full = share_report, share_report["full"]
+    # the slide has a label, a macro, a file name and vendor properties to hide
+    assert {"label", "macro"} <= set(full["associated"]) and full["properties"]
+    page = r["deid"]["page"]
+    assert (page["state"], page["fullyLoaded"]) == ("ready", "true")
+    assert page["images"] == ["thumbnail"]
+    assert page["caseText"] == "No case information."
+    assert full["name"] not in page["text"] and page["title"] == "Slide"
+    # vendor text (scanner, dates, file names...); numbers like the MPP may show
+    texts = {k: str(v) for k, v in full["properties"].items() if re.search("[A-Za-z]{3}", str(v))}
+    assert texts
+    for key, value in texts.items():
+        assert value not in page["text"], key
+    assert [x["status"] for x in r["deid"]["hidden"]] == [404, 404, 404, 404]
+    assert r["deid"]["pageErrors"] == []

@@ -1,14 +1,16 @@
 // Sharing a slide, on a vna that is not in dev mode.
-//   node tests/browser/share.mjs <base-url> <out-dir> <user> <password> <slide-id> <other-slide-id>
+//   node tests/browser/share.mjs <base-url> <out-dir> <user> <password> <slide-id> <other-slide-id> <deid-url>
 // A pathologist signs in and opens a slide, then makes a share link for it from
 // that page (the cookie session, with its CSRF token).  A fresh browser context,
 // with no account, opens the link: it must see the shared slide, and nothing of
-// the other one.  Prints one JSON report; tests/test_browser.py judges it.
+// the other one.  A de-identified link of the other slide (made by the test) must
+// show it without label, macro, case or vendor properties.  Prints one JSON
+// report; tests/test_browser.py judges it.
 import {mkdirSync} from 'node:fs';
 import {join} from 'node:path';
 import {chromium} from 'playwright-core';
 
-const [base, outDir, user, password, slideId, otherId] = process.argv.slice(2);
+const [base, outDir, user, password, slideId, otherId, deidUrl] = process.argv.slice(2);
 mkdirSync(outDir, {recursive: true});
 const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -78,13 +80,39 @@ async function openShare(browser, report, url) {
   await context.close();
 }
 
+/** The de-identified link: what the slide page shows of the case. */
+async function openDeidentified(browser, report) {
+  const context = await browser.newContext({viewport: {width: 1024, height: 700}});
+  const page = await context.newPage();
+  watch(page, report.deid);
+  await page.goto(deidUrl);
+  await page.waitForURL(`${base}/slides/${otherId}/view`);
+  await ready(page);
+  await page.waitForFunction(() => document.body.dataset.fullyLoaded === 'true' || document.body.dataset.state === 'error');
+  report.deid.page = await page.evaluate(() => ({
+    state: document.body.dataset.state,
+    fullyLoaded: document.body.dataset.fullyLoaded,
+    title: document.getElementById('title').textContent,
+    images: [...document.querySelectorAll('#associated img')].map((img) => img.dataset.kind),
+    caseText: document.getElementById('case').textContent,
+    properties: document.querySelectorAll('#props tbody tr').length,
+    text: document.body.innerText,
+  }));
+  report.deid.hidden = await probe(page, [`/slides/${otherId}/label`, `/slides/${otherId}/macro`,
+    `/iiif/3/${otherId}/manifest.json`, `/slides/${slideId}.dzi`]);
+  await page.screenshot({path: join(outDir, 'deidentified-slide.png')});
+  await context.close();
+}
+
 async function main() {
   const browser = await chromium.launch({executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ARGS});
   const report = {user: {pageErrors: [], consoleErrors: [], responses: []},
-    visitor: {pageErrors: [], consoleErrors: [], responses: []}};
+    visitor: {pageErrors: [], consoleErrors: [], responses: []},
+    deid: {pageErrors: [], consoleErrors: [], responses: []}};
   try {
     await signInAndShare(browser, report);
     if (report.user.share.status === 201) await openShare(browser, report, report.user.share.body.url);
+    await openDeidentified(browser, report);
   } finally {
     await browser.close();
   }

@@ -102,7 +102,9 @@ async def scope_instances(request: web.Request, share: ShareRecord) -> list[Inst
 async def deid_view(request: web.Request, share: ShareRecord) -> DeidView:
     views = request.app.get(DEID_VIEWS)
     cached = views.get(share.id) if views is not None else None
-    if cached is not None:
+    # a build that failed (the index busy, say) is not kept: the next request retries
+    failed = cached is not None and cached.done() and (cached.cancelled() or cached.exception())
+    if cached is not None and not failed:
         view = await asyncio.shield(cached)
         if time.monotonic() - view.built_at < VIEW_TTL:
             return view

@@ -451,11 +451,16 @@ def share_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
                              headers=admin, timeout=30)  # fmt: skip
         assert deid.status_code == 201, deid.text
         full = requests.get(f"{srv.url}/slides/{other}", headers=admin, timeout=30).json()
+        study = td.make_study(seed=5, modalities=("CT",), n_instances=3)
+        store(srv, [td.write(ds, tmp / f"ct{i}.dcm") for i, ds in enumerate(study)])
+        ct = requests.post(f"{srv.url}/api/shares", headers=admin, timeout=30,
+                           json={"study": study[0].StudyInstanceUID, "deidentify": True})  # fmt: skip
+        assert ct.status_code == 201, ct.text
         out = tmp_path_factory.mktemp("share-driver")
-        report = run_driver(
-            "share.mjs", srv.url, str(out), "pat", PASSWORD, shared, other, deid.json()["url"]
-        )
-        return {**report, "shared": shared, "other": other, "full": full}
+        urls = (deid.json()["url"], ct.json()["url"])
+        report = run_driver("share.mjs", srv.url, str(out), "pat", PASSWORD, shared, other, *urls)
+        case = {"name": str(study[0].PatientName), "id": study[0].PatientID}
+        return {**report, "shared": shared, "other": other, "full": full, "ct": study, **case}
     raise AssertionError("the server did not start")
 
 
@@ -513,3 +518,18 @@ def test_deidentified_slide_link_shows_no_label_or_case(share_report: dict) -> N
         assert value not in page["text"], key
     assert [x["status"] for x in r["deid"]["hidden"]] == [404, 404, 404, 404]
     assert r["deid"]["pageErrors"] == []
+
+
+def test_deidentified_study_link_opens_the_series_viewer(share_report: dict) -> None:
+    r = share_report
+    page, real = r["study"]["page"], r["ct"][0]
+    assert (page["state"], page["status"]) == ("ready", "")
+    assert page["width"] > 0 and page["src"].endswith("/rendered")
+    # the share's UIDs in the address and the image URLs, never the real ones
+    assert real.StudyInstanceUID not in page["path"] and page["path"].startswith("/studies/2.25.")
+    assert real.StudyInstanceUID not in page["src"] and real.SeriesInstanceUID not in page["src"]
+    family = r["name"].split("^")[0]
+    assert family not in page["text"] and r["id"] not in page["text"]
+    assert "Anonymous" in page["info"] or "ANON" in page["info"]
+    failed = [x for x in r["study"]["responses"] if x["status"] >= 400]
+    assert failed == [] and r["study"]["pageErrors"] == []

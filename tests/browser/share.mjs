@@ -1,16 +1,18 @@
 // Sharing a slide, on a vna that is not in dev mode.
-//   node tests/browser/share.mjs <base-url> <out-dir> <user> <password> <slide-id> <other-slide-id> <deid-url>
+//   node tests/browser/share.mjs <base-url> <out-dir> <user> <password> <slide-id> <other-slide-id>
+//        <deid-slide-url> <deid-study-url>
 // A pathologist signs in and opens a slide, then makes a share link for it from
 // that page (the cookie session, with its CSRF token).  A fresh browser context,
 // with no account, opens the link: it must see the shared slide, and nothing of
 // the other one.  A de-identified link of the other slide (made by the test) must
-// show it without label, macro, case or vendor properties.  Prints one JSON
+// show it without label, macro, case or vendor properties; a de-identified link
+// of a CT study must open the series viewer in the share's UIDs.  Prints one JSON
 // report; tests/test_browser.py judges it.
 import {mkdirSync} from 'node:fs';
 import {join} from 'node:path';
 import {chromium} from 'playwright-core';
 
-const [base, outDir, user, password, slideId, otherId, deidUrl] = process.argv.slice(2);
+const [base, outDir, user, password, slideId, otherId, deidUrl, studyUrl] = process.argv.slice(2);
 mkdirSync(outDir, {recursive: true});
 const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -104,15 +106,45 @@ async function openDeidentified(browser, report) {
   await context.close();
 }
 
+/** The de-identified study link: the series viewer, stepping through images. */
+async function openStudy(browser, report) {
+  const context = await browser.newContext({viewport: {width: 1024, height: 700}});
+  const page = await context.newPage();
+  watch(page, report.study);
+  await page.goto(studyUrl);
+  await page.waitForURL(/\/studies\/[0-9.]+\/view/);
+  await ready(page);
+  await page.waitForFunction(() => {
+    const img = document.getElementById('frame');
+    return document.body.dataset.state === 'error' || (img.complete && img.naturalWidth > 0);
+  });
+  await page.keyboard.press('ArrowDown');
+  await page.waitForFunction(() => document.getElementById('frame').complete);
+  report.study.page = await page.evaluate(() => ({
+    path: location.pathname,
+    state: document.body.dataset.state,
+    info: document.getElementById('study-info').textContent,
+    src: document.getElementById('frame').getAttribute('src'),
+    width: document.getElementById('frame').naturalWidth,
+    series: document.querySelectorAll('#series button, #series a').length,
+    text: document.body.innerText,
+    status: document.getElementById('status').textContent,
+  }));
+  await page.screenshot({path: join(outDir, 'deidentified-study.png')});
+  await context.close();
+}
+
 async function main() {
   const browser = await chromium.launch({executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ARGS});
   const report = {user: {pageErrors: [], consoleErrors: [], responses: []},
     visitor: {pageErrors: [], consoleErrors: [], responses: []},
-    deid: {pageErrors: [], consoleErrors: [], responses: []}};
+    deid: {pageErrors: [], consoleErrors: [], responses: []},
+    study: {pageErrors: [], consoleErrors: [], responses: []}};
   try {
     await signInAndShare(browser, report);
     if (report.user.share.status === 201) await openShare(browser, report, report.user.share.body.url);
     await openDeidentified(browser, report);
+    await openStudy(browser, report);
   } finally {
     await browser.close();
   }

@@ -361,6 +361,7 @@ def test_series_share(server, data):
     assert session.get(f"{dw}/studies/{study}/series/{data['ct_series']}/metadata",
                        timeout=30).status_code == 200  # fmt: skip
     for url in (f"{dw}/studies/{study}/series/{data['mr_series']}/metadata",
+                f"{dw}/studies/{study}/series/{data['mr_series']}/instances",
                 f"{dw}/studies/{study}/metadata", f"{dw}/studies/{study}/thumbnail"):  # fmt: skip
         assert session.get(url, timeout=30).status_code == 404, url
 

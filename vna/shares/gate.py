@@ -96,8 +96,11 @@ async def _dicomweb(
     info = request.match_info
     study, series = info.get("study"), info.get("series")
     if rel.endswith(QIDO_ENDINGS):
+        # a UID in the path wins over the query's (vna.dicomweb.qido): check it here
         if study is not None and study not in share.scope.study_uids():
             raise NotFound(f"no such study: {study}")
+        if series is not None and not _in_scope(share, study, series):
+            raise NotFound(f"no such series: {series}")
         return await _qido(request, share, view, handler, rel.endswith("/studies"))
     if study is None or not _in_scope(share, study, series):
         raise NotFound("no such study or series in this share")

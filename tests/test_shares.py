@@ -499,6 +499,7 @@ def test_every_use_is_audited(server, data):
     clin = make_key(s, "clinician", "A")
     session, body = opened(s, clin, study=data["study1"])
     session.get(f"{s.dicomweb}/studies/{data['study1']}/metadata", timeout=30)
+    session.get(f"{s.dicomweb}/studies", timeout=30)
     session.get(f"{s.dicomweb}/studies/{data['other']}/metadata", timeout=30)
     requests.delete(f"{s.url}/api/shares/{body['id']}", headers=clin, timeout=30)
     deadline = time.monotonic() + 30
@@ -512,6 +513,8 @@ def test_every_use_is_audited(server, data):
     assert "created (study)" in details and "opened" in details and "revoked" in details
     used = [r for r in mine if r.who_kind == "share" and r.action == "retrieve"]
     assert used and used[0].who == body["id"] and used[0].patient_id == data["patient"]
+    searched = [r for r in mine if r.who_kind == "share" and r.action == "query"]
+    assert searched and searched[0].patient_id == data["patient"]
     other = s.call(s.app[INDEX].find_audit(AuditQuery(who=body["id"], limit=10000)))
     assert any(r.status == 404 and r.study_uid == data["other"] for r in other)
 

@@ -177,6 +177,11 @@ async def _qido(
     study_level: bool,
 ) -> web.StreamResponse:
     query = _scoped_query(request, share, view, study_level)
+    studies = share.scope.study_uids()
+    if "study" not in request.match_info and len(studies) == 1:
+        # the audit record (vna.audit reads the path's UIDs) then names the one study
+        # a search under this share can reach, and through it the patient
+        request.match_info["study"] = next(iter(studies))
     if query is None:
         return web.json_response([], content_type="application/dicom+json")
     scoped = request.clone(rel_url=request.rel_url.with_query(query))

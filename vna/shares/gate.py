@@ -30,6 +30,7 @@ SHARE_COOKIE = "vna_share"
 # readable by the pages' scripts: "this page is seen through a share link"
 SHARE_MODE_COOKIE = "vna_share_mode"
 QIDO_ENDINGS = ("/studies", "/series", "/instances")
+DICOMWEB_RESOURCES = ("/studies", "/series", "/instances")  # under the base path
 UID_TAGS = {"0020000D": "StudyInstanceUID", "0020000E": "SeriesInstanceUID"}
 UID_TAGS["00080018"] = "SOPInstanceUID"
 PAGING = {"limit", "offset", "includefield", "fuzzymatching", "orderby"}
@@ -61,10 +62,11 @@ async def share_gate(request: web.Request, principal: Principal, handler: Handle
         raise NotFound("a share link only reads")
     if path in SHARE_ROUTES:
         return await handler(request)
-    base = request.app[SETTINGS].base_path
+    base = request.app[SETTINGS].base_path.rstrip("/")
+    rel = path[len(base) :] if path.startswith(base + "/") else ""
     view = await deid_view(request, share) if share.deidentify else None
-    if path.startswith(base + "/") and path != base + "/wado":
-        return await _dicomweb(request, share, view, path[len(base) :], handler)
+    if rel.startswith(DICOMWEB_RESOURCES):  # not WADO-URI: its UIDs are query parameters
+        return await _dicomweb(request, share, view, rel, handler)
     if path == "/slides":
         return await deid_views.list_slides(request, share, view)
     if path.startswith(("/slides/{id}", "/iiif/3/{id}")):

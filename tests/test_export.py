@@ -5,6 +5,9 @@ reading it back with pydicom's FileSet."""
 from __future__ import annotations
 
 import io
+import re
+import shutil
+import subprocess
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -75,8 +78,10 @@ def file_set(root: Path) -> dict[str, Path]:
     for instance in fs:
         path = Path(instance.path)
         assert path.is_relative_to(root) and path.exists()
-        for part in path.relative_to(root).parts:  # PS3.10 8.2 File ID components
-            assert len(part) <= 8 and part == part.upper(), part
+        parts = path.relative_to(root).parts
+        assert len(parts) <= 8  # PS3.10 8.2: File ID components
+        for part in parts:
+            assert re.fullmatch(r"[A-Z0-9_]{1,8}", part), part
         found[instance.SOPInstanceUID] = path
     return found
 
@@ -184,3 +189,32 @@ async def test_unlisted_kinds_go_to_extra(archive: Archive, tmp_path: Path) -> N
         next(r for r in recs if r.sop_instance_uid == odd.SOPInstanceUID)
     )
     assert "EXTRA/" in zf.read("README.TXT").decode()
+
+
+@pytest.mark.dcmtk
+@pytest.mark.parametrize("archive", ["fs"], indirect=True)
+@pytest.mark.parametrize("deidentify", [False, True], ids=["stored", "deidentified"])
+async def test_dcmtk_accepts_the_file_set(
+    archive: Archive, tmp_path: Path, deidentify: bool
+) -> None:
+    """An independent reader: dcmtk's dcmmkdir, updating the DICOMDIR with the
+    same files, checks each file against its record's Type 1 keys and must find
+    every record already there (it adds none, and complains of nothing)."""
+    if shutil.which("dcmmkdir") is None:
+        pytest.skip("dcmmkdir (dcmtk) is not installed")
+    recs = await store(archive, study_datasets())
+    deid = Deidentifier(b"k") if deidentify else None
+    _, root, _ = await unzip(archive, recs, tmp_path, deid=deid)
+    # --no-xfer-check: the files keep their stored transfer syntax (JPEG...), which
+    # the General Purpose CD-R profile dcmmkdir checks by default would not allow
+    cmd = ["dcmmkdir", "--update", "--no-xfer-check", "--recurse"]
+    cmd += ["--input-directory", str(root), "DICOM"]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    complaints = [
+        line
+        for line in (done.stdout + done.stderr).splitlines()
+        if re.match(r"[EW]:", line) and "LittleEndianExplicit expected" not in line
+    ]
+    assert complaints == []
+    assert len(FileSet(dcmread(root / "DICOMDIR"))) == len(recs)

@@ -144,7 +144,8 @@ class Deidentifier:
             if tag in (PATIENT_NAME, PATIENT_ID):
                 elem.value = patient[0] if tag == PATIENT_NAME else patient[1]
                 continue
-            self._element(ds, elem, resolve(self.profile.action(tag), elem.VR), patient)
+            op = resolve(self.profile.action(tag), elem.VR, tag)
+            self._element(ds, elem, op, patient)
 
     def _element(self, ds: Dataset, elem: DataElement, op: Op, patient: tuple[str, str]) -> None:
         if op is Op.REMOVE:

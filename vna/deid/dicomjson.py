@@ -59,7 +59,8 @@ def _walk(deid: Deidentifier, obj: dict[str, Any], patient: tuple[str, str]) -> 
         if key == PATIENT_ID:
             out[key] = {"vr": vr, "Value": [patient[1]]}
             continue
-        op = resolve(deid.profile.action(int(key, 16)), vr)
+        tag = int(key, 16)
+        op = resolve(deid.profile.action(tag), vr, tag)
         new = _element(deid, element, vr, op, patient)
         if new is not None:
             out[key] = new

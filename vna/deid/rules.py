@@ -49,7 +49,13 @@ class Op(enum.StrEnum):
     PATIENT = "patient"  # PatientName / PatientID: the share's pseudonym
 
 
-def resolve(action: Action | None, vr: str) -> Op:
+# Z attributes that are Type 1 keys of the STUDY directory record (PS3.3 F.5):
+# media tools (dcmtk's dcmmkdir) refuse a file where they are empty, and Z allows
+# "a non-zero length value that may be a dummy", so these get the dummy.
+MEDIA_KEYS = {0x00080020, 0x00080030, 0x00200010}  # Study Date, Study Time, Study ID
+
+
+def resolve(action: Action | None, vr: str, tag: int = 0) -> Op:
     """What to do with an element of this VR that the profile gives ``action``."""
     seq = vr == "SQ"
     if action is None or action is Action.K:
@@ -57,7 +63,7 @@ def resolve(action: Action | None, vr: str) -> Op:
     if action is Action.X:
         return Op.REMOVE
     if action in (Action.Z, Action.XZ):
-        return Op.EMPTY
+        return Op.DUMMY if tag in MEDIA_KEYS else Op.EMPTY
     if vr == "UI":  # any replacement of a UID is the consistent remap
         return Op.REMAP
     if action is Action.U:

@@ -13,7 +13,7 @@ member is read twice: once for its CRC, once to send it.  Every member is
 ZIP64, so no size limit applies.
 
 Layout: ``DICOMDIR`` and the files under the File IDs it lists
-(``PT000000/ST000000/SE000000/IM000000``), ``README.TXT`` when anything was left
+(``DICOM/PT000001/ST000001/SE000001/IM000001``), ``README.TXT`` when anything was left
 out or the export is de-identified, and ``EXTRA/`` for instances the DICOMDIR
 cannot describe (they are still the patient's images).
 """
@@ -52,8 +52,9 @@ class _Plan:
     def __init__(self) -> None:
         self.directory = Directory()
         self.refused: list[tuple[InstanceRecord, str]] = []
+        self.readme: bytes | None = None
 
-    def readme(self, deidentified: bool) -> bytes | None:
+    def make_readme(self, deidentified: bool) -> bytes | None:
         lines = []
         if deidentified:
             lines.append(
@@ -73,7 +74,7 @@ class _Plan:
         return ("\r\n".join(lines) + "\r\n").encode() if lines else None
 
 
-def _plan(instances: Sequence[InstanceRecord], deid: Deidentifier | None, scratch: Any) -> _Plan:
+def _plan(instances: Sequence[InstanceRecord], deid: Deidentifier | None) -> _Plan:
     """Refusals, de-identified descriptions and the DICOMDIR (sync, in a thread)."""
     plan = _Plan()
     entries = []
@@ -84,7 +85,8 @@ def _plan(instances: Sequence[InstanceRecord], deid: Deidentifier | None, scratc
             continue
         metadata = deid.json(rec.metadata) if deid else rec.metadata
         entries.append(Entry(rec, metadata))
-    plan.directory = build(entries, scratch)
+    plan.directory = build(entries)
+    plan.readme = plan.make_readme(deid is not None)
     return plan
 
 
@@ -122,12 +124,11 @@ async def _members(
     archive: Archive, plan: _Plan, deid: Deidentifier | None, buffer_limit: int
 ) -> AsyncIterator[tuple[str, datetime, int, Any, AsyncIterator[bytes]]]:
     now = _EPOCH if deid else datetime.now(UTC)
-    readme = plan.readme(deid is not None)
-    if readme:
-        yield "README.TXT", now, _MODE, _stored(readme)[1], _one(readme)
+    for name, data in (("README.TXT", plan.readme), ("DICOMDIR", plan.directory.dicomdir)):
+        if data:
+            data, method = await archive.run(_stored, data)
+            yield name, now, _MODE, method, _one(data)
     directory = plan.directory
-    if directory.dicomdir:
-        yield "DICOMDIR", now, _MODE, _stored(directory.dicomdir)[1], _one(directory.dicomdir)
     placed = [(e, e.file_id) for e in directory.listed]
     placed += [(e, f"EXTRA/F{i:07d}") for i, (e, _) in enumerate(directory.unlisted, 1)]
     for entry, name in placed:
@@ -148,7 +149,7 @@ async def dicom_zip(
     every file and the DICOMDIR are de-identified and refused instances left out
     (README.TXT says how many and why).  A blob failing its checksum aborts the
     stream with IntegrityError: the caller must abort the response, not end it."""
-    plan = await archive.run(_plan, list(instances), deid, archive.tmp_dir)
+    plan = await archive.run(_plan, list(instances), deid)
     members = _members(archive, plan, deid, buffer_limit)
     try:
         async for chunk in async_stream_zip(members, chunk_size=CHUNK_SIZE):

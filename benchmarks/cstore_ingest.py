@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import IO
@@ -81,6 +81,16 @@ class Target:
     ae: str
     port: int
     stored: Callable[[], int] | None  # how many instances are on disk
+    pids: list[int] = field(default_factory=list)  # the server processes, for their CPU
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of the processes so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(stat[11]) + int(stat[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def count_files(root: Path, suffix: str = "") -> int:
@@ -103,7 +113,9 @@ def vna_target(work: Path) -> Iterator[Target]:
     with open(work / "vna.log", "wb") as log:
         proc = _start_vna(env, data, port, log, work)
         try:
-            yield Target("vna", AE_VNA, port, lambda: count_files(data / "blobs", ".dcm"))
+            yield Target(
+                "vna", AE_VNA, port, lambda: count_files(data / "blobs", ".dcm"), [proc.pid]
+            )
         finally:
             stop(proc)
 
@@ -131,7 +143,8 @@ def vna_processes_target(work: Path) -> Iterator[Target]:
                     raise RuntimeError(f"vna did not start; see {work / 'vna.log'}")
                 time.sleep(1)
             name = f"vna x{len(procs)}"
-            yield Target(name, AE_VNA, port, lambda: count_files(data / "blobs", ".dcm"))
+            stored = lambda: count_files(data / "blobs", ".dcm")  # noqa: E731
+            yield Target(name, AE_VNA, port, stored, [p.pid for p in procs])
         finally:
             for proc in procs:
                 stop(proc)
@@ -192,7 +205,7 @@ def orthanc_target(work: Path) -> Iterator[Target]:
             raise RuntimeError(f"Orthanc did not start; see {work / 'orthanc.log'}")
         try:
             # one file per instance in Orthanc's storage area (no compression)
-            yield Target("orthanc", AE_ORTHANC, port, lambda: count_files(storage))
+            yield Target("orthanc", AE_ORTHANC, port, lambda: count_files(storage), [proc.pid])
         finally:
             stop(proc)
 
@@ -207,7 +220,7 @@ def sink_target(work: Path) -> Iterator[Target]:
             stop(proc)
             raise RuntimeError("the pynetdicom sink did not start")
         try:
-            yield Target("pynetdicom sink", AE_SINK, port, None)
+            yield Target("pynetdicom sink", AE_SINK, port, None, [proc.pid])
         finally:
             stop(proc)
 
@@ -310,13 +323,13 @@ def split(files: list[Path], n: int) -> list[list[Path]]:
     return [files[i::n] for i in range(n)]
 
 
-def archive_only(files: list[Path], procs: int, data: Path) -> float:
+def archive_only(files: list[Path], procs: int, data: Path) -> tuple[float, float]:
     """No DIMSE: ``Archive.store_file`` from ``procs`` concurrent sequential callers
     (as ``procs`` associations would call it) -- the bound under the DIMSE numbers."""
     from vna.archive.runtime import open_archive
     from vna.settings import Settings
 
-    async def main() -> float:
+    async def main() -> tuple[float, float]:
         async with open_archive(Settings(data=str(data))) as archive:
             spooled = []
             for f in files:  # copies: store_file consumes its input
@@ -329,40 +342,51 @@ def archive_only(files: list[Path], procs: int, data: Path) -> float:
                     if not result.ok:
                         raise RuntimeError(str(result.error))
 
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             await asyncio.gather(*(caller(spooled[i::procs]) for i in range(procs)))
-            return time.perf_counter() - t0
+            return time.perf_counter() - t0, time.process_time() - cpu0
 
     return asyncio.run(main())
 
 
-def measure_once(name: str, files: list[Path], procs: int, run_dir: Path) -> float:
+def measure_once(name: str, files: list[Path], procs: int, run_dir: Path) -> tuple[float, float]:
+    """Seconds and server CPU seconds (for ``archive``: this process's own)."""
     run_dir.mkdir()
     try:
         if name == "archive":
             return archive_only(files, procs, run_dir / "data")
         with TARGETS[name](run_dir) as target:
+            cpu0 = cpu_seconds(target.pids)
             elapsed = send(target, split(files, procs))
+            cpu = cpu_seconds(target.pids) - cpu0
             if target.stored is not None and (stored := target.stored()) != len(files):
                 raise RuntimeError(f"{name}: {stored} of {len(files)} instances on disk")
-        return elapsed
+        return elapsed, cpu
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def measure(
     names: list[str], files: list[Path], procs: int, runs: int, work: Path
-) -> dict[str, float]:
-    """Median seconds per target.  Runs are interleaved (run 1 of every target,
-    then run 2...) so a burst of load elsewhere on the machine hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in names}
+) -> dict[str, tuple[float, float]]:
+    """Median seconds and server CPU seconds per target.  Runs are interleaved (run
+    1 of every target, then run 2...) so a burst of load elsewhere on the machine
+    hits all alike."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for run in range(runs):
         for name in names:
-            elapsed = measure_once(name, files, procs, work / f"{name}-{procs}-{run}")
-            times[name].append(elapsed)
-            rate = len(files) / elapsed
-            print(f"  {name:8s} {procs} assoc run {run + 1}: {rate:7.1f} inst/s", flush=True)
-    return {name: statistics.median(t) for name, t in times.items()}
+            elapsed, cpu = measure_once(name, files, procs, work / f"{name}-{procs}-{run}")
+            times[name].append((elapsed, cpu))
+            rate, ms = len(files) / elapsed, cpu / len(files) * 1000
+            print(
+                f"  {name:8s} {procs} assoc run {run + 1}: {rate:7.1f} inst/s, "
+                f"server CPU {ms:.2f} ms/inst",
+                flush=True,
+            )
+    return {
+        name: (statistics.median(e for e, _ in t), statistics.median(c for _, c in t))
+        for name, t in times.items()
+    }
 
 
 def main() -> None:
@@ -395,11 +419,11 @@ def main() -> None:
         files = make_instances(work / "in", args.count, args.size)
         mb = sum(f.stat().st_size for f in files) / 1e6
         print(f"{len(files)} CT instances of {args.size}x{args.size}, {mb:.1f} MB in all")
-        results: dict[tuple[str, int], float] = {}
+        results: dict[tuple[str, int], tuple[float, float]] = {}
         names = args.targets.split(",")
         for procs in (1, args.procs):
-            for name, seconds in measure(names, files, procs, args.runs, work).items():
-                results[(name, procs)] = seconds
+            for name, timing in measure(names, files, procs, args.runs, work).items():
+                results[(name, procs)] = timing
         report(results, len(files), mb, args.targets.split(","), args.procs)
         if "vna" in results_names(results):
             how = "`vna serve`" if VNA_MODE.get("serve") else "archive + DimseService (this script)"
@@ -408,23 +432,28 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def results_names(results: dict[tuple[str, int], float]) -> set[str]:
+def results_names(results: dict[tuple[str, int], tuple[float, float]]) -> set[str]:
     return {name for name, _ in results}
 
 
 def report(
-    results: dict[tuple[str, int], float], n: int, mb: float, names: list[str], procs: int
+    results: dict[tuple[str, int], tuple[float, float]],
+    n: int,
+    mb: float,
+    names: list[str],
+    procs: int,
 ) -> None:
     print()
-    print("| target | associations (callers) | instances/s | MB/s | vs Orthanc |")
-    print("|---|---|---|---|---|")
+    print("| target | associations (callers) | instances/s | MB/s | vs Orthanc | CPU ms/inst |")
+    print("|---|---|---|---|---|---|")
     for p in (1, procs):
         base = results.get(("orthanc", p))
         for name in names:
-            t = results[(name, p)]
-            ratio = f"{base / t:.2f}x" if base else "-"
+            t, cpu = results[(name, p)]
+            ratio = f"{base[0] / t:.2f}x" if base else "-"
             label = f"vna x{VNA_PROCESSES[0]} processes" if name == "vna-mp" else name
-            print(f"| {label} | {p} | {n / t:.1f} | {mb / t:.1f} | {ratio} |")
+            ms = cpu / n * 1000
+            print(f"| {label} | {p} | {n / t:.1f} | {mb / t:.1f} | {ratio} | {ms:.2f} |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,148 @@
+"""The batched store path (``Archive.store_batch``) on a real store and index:
+each instance fails alone, duplicates and policies as per instance, and an index
+failure between blob and row leaves an orphan for fsck, never a dangling row."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures_server import BACKENDS, storage_for
+from vna.archive import Archive
+from vna.archive.maintenance import fsck
+from vna.archive.runtime import open_archive
+from vna.errors import Conflict, InvalidDicom, StorageError, StudyMismatch
+from vna.index.base import AddOutcome, DuplicatePolicy
+from vna.settings import Settings
+from vna.testdata import dicom as td
+
+
+async def _open(tmp: Path, storage: str = "", **kw) -> AsyncIterator[Archive]:
+    async with open_archive(Settings(data=str(tmp / "data"), storage=storage, **kw)) as archive:
+        yield archive
+
+
+@pytest.fixture(params=BACKENDS)
+async def archive(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Archive]:
+    """The batched path on the filesystem store; the per-instance fallback on S3."""
+    async for a in _open(tmp_path, storage_for(request)):
+        yield a
+
+
+async def _blob_keys(archive: Archive) -> list[str]:
+    return sorted([b.key async for b in archive.store.list("dicom/")])
+
+
+async def test_each_instance_fails_alone(archive: Archive) -> None:
+    one, two = td.make_ct(seed=31), td.make_ct(seed=32)
+    items: list[bytes | str] = [
+        td.to_bytes(one),
+        td.not_dicom(),
+        td.truncated(td.to_bytes(two)),
+        td.to_bytes(two),
+        td.to_bytes(one),  # the same instance twice in one batch
+    ]
+    results = await archive.store_batch(items, source="test")
+    assert [r.outcome for r in results] == [
+        AddOutcome.STORED,
+        None,
+        None,
+        AddOutcome.STORED,
+        AddOutcome.DUPLICATE,
+    ]
+    assert isinstance(results[1].error, InvalidDicom)
+    assert isinstance(results[2].error, InvalidDicom)
+    assert [r.sop_instance_uid for r in results[3:]] == [two.SOPInstanceUID, one.SOPInstanceUID]
+    for ds in (one, two):
+        rec = await archive.index.get(ds.SOPInstanceUID)
+        assert rec.source == "test"
+        assert await archive.read_instance(rec) == td.to_bytes(ds)  # checksum verified
+    assert len(await _blob_keys(archive)) == 2
+    assert list(archive.tmp_dir.iterdir()) == []  # every spool file consumed
+
+
+async def test_study_in_url_and_site_stamp(archive: Archive) -> None:
+    mine, other = td.make_ct(seed=33), td.make_ct(seed=34)
+    results = await archive.store_batch(
+        [td.to_bytes(mine), td.to_bytes(other)],
+        expected_study=mine.StudyInstanceUID,
+        site="north",
+    )
+    assert results[0].ok and isinstance(results[1].error, StudyMismatch)
+    assert (await archive.index.get(mine.SOPInstanceUID)).site == "north"
+    assert await archive.index.versions(other.SOPInstanceUID) == []
+
+
+@pytest.mark.parametrize(
+    ("policy", "second"),
+    [
+        (DuplicatePolicy.KEEP, AddOutcome.SUPERSEDED),
+        (DuplicatePolicy.REPLACE, AddOutcome.REPLACED),
+        (DuplicatePolicy.REJECT, None),
+    ],
+)
+async def test_policies_within_and_across_batches(
+    tmp_path: Path, policy: DuplicatePolicy, second: AddOutcome | None
+) -> None:
+    ds = td.make_ct(seed=35)
+    edited = td.with_value(ds, "SeriesDescription", "edited elsewhere")
+    async for archive in _open(tmp_path, duplicate_policy=policy):
+        first, again = await archive.store_batch([td.to_bytes(ds), td.to_bytes(edited)])
+        assert first.outcome is AddOutcome.STORED
+        assert again.outcome is second
+        if second is None:  # refused, and its blob is not left behind
+            assert isinstance(again.error, Conflict)
+            assert len(await _blob_keys(archive)) == 1
+        current = await archive.index.get(ds.SOPInstanceUID)
+        want = edited if policy is DuplicatePolicy.REPLACE else ds
+        assert await archive.read_instance(current) == td.to_bytes(want)
+        # a later batch resending what is stored: a duplicate, nothing rewritten
+        (resent,) = await archive.store_batch([td.to_bytes(want)])
+        assert resent.outcome is AddOutcome.DUPLICATE
+        assert await archive.read_instance(current) == td.to_bytes(want)
+
+
+def _fail_inserts(db: Path, when: str) -> None:
+    """Make the index refuse some rows, as a full or failing disk would: a real
+    SQLite trigger on the real database, so the real commit path fails."""
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TRIGGER fail_insert BEFORE INSERT ON instances "
+        f"WHEN {when} BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+    )
+    conn.commit()
+    conn.close()
+
+
+async def test_index_failure_leaves_an_orphan_blob_not_a_row(tmp_path: Path) -> None:
+    good, victim, late = td.make_ct(seed=36), td.make_ct(seed=37), td.make_ct(seed=38)
+    async for archive in _open(tmp_path):
+        _fail_inserts(tmp_path / "data" / "index.db", f"NEW.sop_uid = '{victim.SOPInstanceUID}'")
+        results = await archive.store_batch([td.to_bytes(d) for d in (good, victim, late)])
+        assert [r.ok for r in results] == [True, False, True]
+        assert isinstance(results[1].error, StorageError)
+        assert await archive.index.versions(victim.SOPInstanceUID) == []
+        report = await fsck(archive)
+        assert report.missing == [] and report.corrupt == [] and report.checked == 2
+        assert len(report.orphans) == 1 and victim.SOPInstanceUID in report.orphans[0]
+
+
+async def test_whole_batch_index_failure(tmp_path: Path) -> None:
+    datasets = [td.make_ct(seed=s) for s in (39, 40, 41)]
+    async for archive in _open(tmp_path):
+        _fail_inserts(tmp_path / "data" / "index.db", "1")
+        results = await archive.store_batch([td.to_bytes(d) for d in datasets])
+        assert all(isinstance(r.error, StorageError) for r in results)
+        report = await fsck(archive)
+        assert report.checked == 0 and len(report.orphans) == 3
+        # the same instances stored again once the index works: found as new
+        conn = sqlite3.connect(tmp_path / "data" / "index.db")
+        conn.execute("DROP TRIGGER fail_insert")
+        conn.commit()
+        conn.close()
+        results = await archive.store_batch([td.to_bytes(d) for d in datasets])
+        assert [r.outcome for r in results] == [AddOutcome.STORED] * 3
+        assert (await fsck(archive)).ok

@@ -51,11 +51,15 @@ def data(server: LiveServer) -> dict:
         assert stow(s, up_a, td.to_bytes(ds)).status_code == 200
     for ds in site_b:
         assert stow(s, up_b, td.to_bytes(ds)).status_code == 200
+    ct = [d for d in study1 if d.Modality == "CT"]
+    # a slide built from a DICOM series (here the CT series stands in for a WSI one)
+    from_dicom = SlideRecord(id="slide-dicom", name="wsi", source=f"dicom:{ct[0].SeriesInstanceUID}",
+                             site="A", study_instance_uid=ct[0].StudyInstanceUID)  # fmt: skip
+    s.call(s.app[INDEX].put_slide(from_dicom))
     for slide_id, site in (("slide-a", "A"), ("slide-a2", "A"), ("slide-b", "B")):
         rec = SlideRecord(id=slide_id, name=f"{slide_id}.svs", source=f"{slide_id}.svs", site=site)
         rec.patient_id = study1[0].PatientID if slide_id == "slide-a" else None
         s.call(s.app[INDEX].put_slide(rec))
-    ct = [d for d in study1 if d.Modality == "CT"]
     return {
         "study1": study1[0].StudyInstanceUID,
         "ct_series": ct[0].SeriesInstanceUID,
@@ -74,6 +78,7 @@ def data(server: LiveServer) -> dict:
         "birth": study1[0].PatientBirthDate,
         "accession": study1[0].AccessionNumber,
         "count1": len(study1) + 1,
+        "ct_count": len(ct) + 1,  # with the burned-in one
     }
 
 
@@ -471,9 +476,17 @@ def test_download(server, data, tmp_path):
     # a link without download permission gives none; a vendor slide has no DICOM
     session, _ = opened(s, clin, study=study)
     assert session.get(s.url + "/share/download", timeout=30).status_code == 403
-    session, _ = opened(s, make_key(s, "pathologist", "A"), slide="slide-a", download=True)
+    pathologist = make_key(s, "pathologist", "A")
+    session, _ = opened(s, pathologist, slide="slide-a", download=True)
     vendor = session.get(s.url + "/share/download", timeout=30)
     assert vendor.status_code == 409 and "no DICOM" in vendor.json()["error"]
+    # a slide from a DICOM series downloads that series
+    session, _ = opened(s, pathologist, slide="slide-dicom", download=True)
+    got = session.get(s.url + "/share/download", timeout=120)
+    assert got.status_code == 200
+    series = unzip(got.content, tmp_path / "slide")
+    assert {d.SeriesInstanceUID for d in series} == {data["ct_series"]}
+    assert len(series) == data["ct_count"]
 
 
 def test_deidentified_download(server, data, tmp_path):

@@ -484,6 +484,14 @@ def test_share_link_opens_only_the_shared_slide(share_report: dict) -> None:
     r = share_report
     assert r["user"]["slide"] == {"state": "ready", "shared": False}
     assert r["user"]["share"]["status"] == 201, r["user"]["share"]
+    # made with the page's Share control, as asked on the form
+    assert r["user"]["share"]["request"] == {
+        "slide": r["shared"],
+        "expires_in": 86400,
+        "download": False,
+        "deidentify": False,
+    }
+    assert r["user"]["share"]["result"].startswith("Link valid until")
     page = r["visitor"]["page"]
     assert page["path"] == f"/slides/{r['shared']}/view"
     assert (page["state"], page["fullyLoaded"], page["shared"]) == ("ready", "true", True)

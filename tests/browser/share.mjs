@@ -38,12 +38,17 @@ async function signInAndShare(browser, report) {
   await Promise.all([page.waitForURL(`${base}/slides/${slideId}/view`), page.click('button[type="submit"]')]);
   await ready(page);
   report.user.slide = await page.evaluate(() => ({state: document.body.dataset.state, shared: document.body.classList.contains('shared')}));
-  report.user.share = await page.evaluate(async (id) => {
-    const csrf = document.cookie.split(/;\s*/).find((c) => c.startsWith('vna_csrf='))?.slice('vna_csrf='.length);
-    const resp = await fetch('/api/shares', {method: 'POST', headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf},
-      body: JSON.stringify({slide: id, expires_in: 3600})});
-    return {status: resp.status, body: await resp.json()};
-  }, slideId);
+  // the page's Share control: one day, no PIN, no download
+  await page.click('#share-open');
+  await page.fill('#share-form input[name="days"]', '1');
+  const [answer] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/api/shares'),
+    page.click('#share-form button[type="submit"]'),
+  ]);
+  await page.waitForFunction(() => !document.getElementById('share-url').hidden || document.getElementById('share-result').textContent);
+  report.user.share = {status: answer.status(), request: answer.request().postDataJSON(),
+    body: {url: await page.inputValue('#share-url')}, result: await page.textContent('#share-result')};
+  await page.screenshot({path: join(outDir, 'share-form.png')});
   await context.close();
 }
 

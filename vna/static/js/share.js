@@ -29,3 +29,44 @@ export async function decorateShared() {
   }
   return info;
 }
+
+function csrfToken() {
+  const found = document.cookie.split(/;\s*/).find((c) => c.startsWith('vna_csrf='));
+  return found ? decodeURIComponent(found.slice('vna_csrf='.length)) : '';
+}
+
+/** For a signed-in user: a Share control in the top bar that makes a link for
+ * ``what`` ({study: uid} or {slide: id}) with POST /api/shares.  Nothing is asked
+ * of the server until the form is sent; a shared visitor never sees it. */
+export function offerSharing(what) {
+  if (SHARED) return;
+  const result = el('p', {id: 'share-result', class: 'share-result', role: 'status'});
+  const url = el('input', {id: 'share-url', readonly: true, hidden: true, 'aria-label': 'Share link'});
+  const form = el('form', {id: 'share-form', class: 'share-form'},
+    el('label', {}, 'Days ', el('input', {name: 'days', type: 'number', min: 1, max: 90, value: 7})),
+    el('label', {}, 'PIN ', el('input', {name: 'pin', type: 'password', autocomplete: 'off', minlength: 4})),
+    el('label', {}, el('input', {name: 'download', type: 'checkbox'}), ' allow download'),
+    el('label', {}, el('input', {name: 'deidentify', type: 'checkbox'}), ' de-identify'),
+    el('button', {type: 'submit'}, 'Make link'), url, result);
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const f = new FormData(form);
+    const body = {...what, expires_in: Math.round(Number(f.get('days') || 7) * 86400),
+      download: f.has('download'), deidentify: f.has('deidentify')};
+    if (f.get('pin')) body.pin = f.get('pin');
+    const resp = await fetch('/api/shares', {method: 'POST', body: JSON.stringify(body),
+      headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrfToken()}});
+    const answer = await resp.json().catch(() => ({}));
+    if (!resp.ok) {
+      url.hidden = true;
+      result.textContent = `Could not share: ${answer.error || resp.status}`;
+      return;
+    }
+    url.value = answer.url;
+    url.hidden = false;
+    url.select();
+    result.textContent = `Link valid until ${answer.expires_at}`;
+  });
+  const box = el('details', {class: 'share-box'}, el('summary', {id: 'share-open'}, 'Share'), form);
+  document.querySelector('.topbar').append(box);
+}

@@ -4,7 +4,7 @@
 import {el, fill, getJSON, personName, showError, typing} from './common.js';
 import {associatedImages, objectivePower, slideField, slideMpp} from './slides.js';
 import {imageZoom, magnification, Ruler, ScaleBar} from './overlays.js';
-import {decorateShared} from './share.js';
+import {decorateShared, offerSharing} from './share.js';
 
 const slideId = decodeURIComponent(location.pathname.split('/')[2] || '');
 const base = `/slides/${encodeURIComponent(slideId)}`;
@@ -221,6 +221,7 @@ async function main() {
 }
 
 decorateShared().catch(() => {});
+offerSharing({slide: slideId});
 main().catch((err) => {
   document.body.dataset.state = 'error';
   showError(status, err);

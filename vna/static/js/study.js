@@ -3,7 +3,7 @@
 // the wheel, the arrow keys or the slider.
 import {DICOMWEB, el, fill, formatDate, getJSON, qido, showError, tagValue, typing} from './common.js';
 import {slideField, slideList} from './slides.js';
-import {decorateShared} from './share.js';
+import {decorateShared, offerSharing} from './share.js';
 
 const studyUid = decodeURIComponent(location.pathname.split('/')[2] || '');
 const studyPath = `${DICOMWEB}/studies/${encodeURIComponent(studyUid)}`;
@@ -206,6 +206,7 @@ async function main() {
 }
 
 decorateShared().catch(() => {});
+offerSharing({study: studyUid});
 main().catch((err) => {
   document.body.dataset.state = 'error';
   showError(status, err);

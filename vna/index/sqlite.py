@@ -60,6 +60,8 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._rconns: list[sqlite3.Connection] = []
+        # read connections lent to worker threads (identities_blocking)
+        self._spare: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._writes_since_analyze = 0
         self.commits = 0  # transactions committed by the writer (group commit makes it < writes)
@@ -116,6 +118,7 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
             for conn in self._rconns:
                 conn.close()
             self._rconns.clear()
+        self._spare = queue.SimpleQueue()
         self._local = threading.local()
         if self._wconn is not None:
             self._close_writer()
@@ -250,10 +253,22 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
     # Called from worker threads (never the event loop): they wait on the writer
     # thread and the reader pool directly, without crossing the loop.
     def identities_blocking(self, sop_uids: list[str]) -> dict[str, set[str]]:
-        """The identities of every stored version of each SOP Instance UID."""
+        """The identities of every stored version of each SOP Instance UID.  Read in
+        the calling thread on a borrowed connection: no hand-off to the pool."""
         if self._pool is None:
             raise StorageError("index is not open")
-        return self._pool.submit(self._call_read, _identities, (list(sop_uids),)).result()
+        try:
+            conn = self._spare.get_nowait()
+        except queue.Empty:
+            conn = self._connect(readonly=True)
+            with self._lock:
+                self._rconns.append(conn)  # closed with the others
+        try:
+            return _identities(conn, list(sop_uids))
+        except Exception as exc:
+            raise _wrap(exc) from exc
+        finally:
+            self._spare.put(conn)
 
     def add_batch_blocking(
         self, recs: list[InstanceRecord], policy: DuplicatePolicy

@@ -457,7 +457,10 @@ def share_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
                            json={"study": study[0].StudyInstanceUID, "deidentify": True})  # fmt: skip
         assert ct.status_code == 201, ct.text
         out = tmp_path_factory.mktemp("share-driver")
-        urls = (deid.json()["url"], ct.json()["url"])
+        pin = requests.post(f"{srv.url}/api/shares", headers=admin, timeout=30,
+                            json={"slide": shared, "pin": "8642"})  # fmt: skip
+        assert pin.status_code == 201, pin.text
+        urls = (deid.json()["url"], ct.json()["url"], pin.json()["url"], "8642")
         report = run_driver("share.mjs", srv.url, str(out), "pat", PASSWORD, shared, other, *urls)
         case = {"name": str(study[0].PatientName), "id": study[0].PatientID}
         return {**report, "shared": shared, "other": other, "full": full, "ct": study, **case}
@@ -541,3 +544,10 @@ def test_deidentified_study_link_opens_the_series_viewer(share_report: dict) -> 
     assert "Anonymous" in page["info"] or "ANON" in page["info"]
     failed = [x for x in r["study"]["responses"] if x["status"] >= 400]
     assert failed == [] and r["study"]["pageErrors"] == []
+
+
+def test_share_link_with_pin_on_a_phone(share_report: dict) -> None:
+    pin = share_report["pin"]
+    assert pin["form"] == 1 and pin["wrong"] == 401
+    assert pin["page"] == {"state": "ready", "shared": True}
+    assert pin["pageErrors"] == []

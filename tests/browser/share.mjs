@@ -1,18 +1,19 @@
 // Sharing a slide, on a vna that is not in dev mode.
 //   node tests/browser/share.mjs <base-url> <out-dir> <user> <password> <slide-id> <other-slide-id>
-//        <deid-slide-url> <deid-study-url>
+//        <deid-slide-url> <deid-study-url> <pin-url> <pin>
 // A pathologist signs in and opens a slide, then makes a share link for it from
 // that page (the cookie session, with its CSRF token).  A fresh browser context,
 // with no account, opens the link: it must see the shared slide, and nothing of
 // the other one.  A de-identified link of the other slide (made by the test) must
 // show it without label, macro, case or vendor properties; a de-identified link
-// of a CT study must open the series viewer in the share's UIDs.  Prints one JSON
+// of a CT study must open the series viewer in the share's UIDs; a link with a
+// PIN asks for it on a plain form first (a wrong one is refused).  Prints one JSON
 // report; tests/test_browser.py judges it.
 import {mkdirSync} from 'node:fs';
 import {join} from 'node:path';
 import {chromium} from 'playwright-core';
 
-const [base, outDir, user, password, slideId, otherId, deidUrl, studyUrl] = process.argv.slice(2);
+const [base, outDir, user, password, slideId, otherId, deidUrl, studyUrl, pinUrl, pin] = process.argv.slice(2);
 mkdirSync(outDir, {recursive: true});
 const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -139,17 +140,38 @@ async function openStudy(browser, report) {
   await context.close();
 }
 
+/** The PIN form: a wrong PIN, then the right one, then the slide. */
+async function openWithPin(browser, report) {
+  const context = await browser.newContext({viewport: {width: 390, height: 844}, isMobile: true, hasTouch: true});
+  const page = await context.newPage();
+  watch(page, report.pin);
+  await page.goto(pinUrl);
+  report.pin.form = await page.locator('input[name="pin"]').count();
+  await page.fill('input[name="pin"]', '0000');
+  const [wrong] = await Promise.all([page.waitForResponse((r) => r.request().method() === 'POST'),
+    page.click('button[type="submit"]')]);
+  report.pin.wrong = wrong.status();
+  await page.fill('input[name="pin"]', pin);
+  await Promise.all([page.waitForURL(`${base}/slides/${slideId}/view`), page.click('button[type="submit"]')]);
+  await ready(page);
+  report.pin.page = await page.evaluate(() => ({state: document.body.dataset.state, shared: document.body.classList.contains('shared')}));
+  await page.screenshot({path: join(outDir, 'pin-phone.png')});
+  await context.close();
+}
+
 async function main() {
   const browser = await chromium.launch({executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ARGS});
   const report = {user: {pageErrors: [], consoleErrors: [], responses: []},
     visitor: {pageErrors: [], consoleErrors: [], responses: []},
     deid: {pageErrors: [], consoleErrors: [], responses: []},
-    study: {pageErrors: [], consoleErrors: [], responses: []}};
+    study: {pageErrors: [], consoleErrors: [], responses: []},
+    pin: {pageErrors: [], consoleErrors: [], responses: []}};
   try {
     await signInAndShare(browser, report);
     if (report.user.share.status === 201) await openShare(browser, report, report.user.share.body.url);
     await openDeidentified(browser, report);
     await openStudy(browser, report);
+    await openWithPin(browser, report);
   } finally {
     await browser.close();
   }

@@ -452,6 +452,31 @@ def test_deflated_and_big_endian_files(deid: Deidentifier) -> None:
         assert np.array_equal(out.pixel_array, src.pixel_array)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: td.make_ct(seed=2),
+        lambda: td.compressed(td.make_us_multiframe(seed=2), JPEGLosslessSV1),
+        lambda: dcmread(pydicom.data.get_testdata_file("MR_small_bigendian.dcm")),
+    ],
+    ids=["native", "encapsulated", "big-endian"],
+)
+def test_header_then_stored_pixels_is_the_same_file(deid: Deidentifier, make: Any) -> None:
+    data = td.to_bytes(make())
+    assert deid.header(data[:200]) is None  # does not reach the pixel data yet
+    header, pos = deid.header(data)
+    split = dcmread(BytesIO(header + data[pos:]))
+    whole = dcmread(BytesIO(deid.part10(data)))
+    assert split.to_json_dict() == whole.to_json_dict()
+    assert split.PixelData == whole.PixelData == dcmread(BytesIO(data)).PixelData
+
+
+def test_a_deflated_file_is_not_split(deid: Deidentifier) -> None:
+    data = Path(pydicom.data.get_testdata_file("image_dfl.dcm")).read_bytes()
+    with pytest.raises(InvalidDicom):
+        deid.header(data)
+
+
 def test_unreadable_input_is_a_vna_error(deid: Deidentifier) -> None:
     with pytest.raises(InvalidDicom):
         deid.part10(td.not_dicom())

@@ -106,7 +106,8 @@ async def test_zip_holds_the_stored_files_under_a_dicomdir(
     assert patients["PatientID"] == [recs[0].metadata["00100020"]["Value"][0]]
 
 
-async def test_deidentified_zip(archive: Archive, tmp_path: Path) -> None:
+@pytest.mark.parametrize("buffer_limit", [32 << 20, 0], ids=["in-memory", "header-split"])
+async def test_deidentified_zip(archive: Archive, tmp_path: Path, buffer_limit: int) -> None:
     datasets = study_datasets()
     burned = td.make_ct(seed=4, index=9, ctx=td.context(4, series_number=1))
     burned.BurnedInAnnotation = "YES"
@@ -119,7 +120,7 @@ async def test_deidentified_zip(archive: Archive, tmp_path: Path) -> None:
     originals = {ds.SOPInstanceUID: ds for ds in [*datasets, burned, full]}
     recs = await store(archive, list(originals.values()))
     deid = Deidentifier(b"share-key")
-    zf, root, _ = await unzip(archive, recs, tmp_path, deid=deid)
+    zf, root, _ = await unzip(archive, recs, tmp_path, deid=deid, buffer_limit=buffer_limit)
 
     readme = zf.read("README.TXT").decode()
     assert "1 instance(s) were left out" in readme and "burned-in" in readme
@@ -218,3 +219,26 @@ async def test_dcmtk_accepts_the_file_set(
     ]
     assert complaints == []
     assert len(FileSet(dcmread(root / "DICOMDIR"))) == len(recs)
+
+
+async def test_large_files_are_split_only_when_pixels_come_last(
+    archive: Archive, tmp_path: Path
+) -> None:
+    """The header-split path (pixel data streamed as stored) is taken for native
+    and encapsulated pixel data, and refused when elements follow the pixel data
+    (they would leave un-de-identified): those go the whole-file way."""
+    from vna.export import zipstream
+
+    trailing = td.make_ct(seed=4, index=7, ctx=td.context(4, series_number=1))
+    trailing.DataSetTrailingPadding = b"S-TRAILING-PAD"
+    datasets = [*study_datasets()[:2], trailing]
+    recs = {r.sop_instance_uid: r for r in await store(archive, datasets)}
+    deid = Deidentifier(b"k")
+    split = [
+        await zipstream._deid_header(archive, recs[ds.SOPInstanceUID], deid) for ds in datasets
+    ]
+    assert split[0] is not None and split[1] is not None  # native, JPEG Lossless
+    assert split[2] is None
+    _, root, _ = await unzip(archive, list(recs.values()), tmp_path, deid=deid, buffer_limit=0)
+    for path in file_set(root).values():
+        assert b"S-TRAILING-PAD" not in path.read_bytes()

@@ -52,6 +52,11 @@ _META_DROPPED = (
 )
 
 
+# (7FE0,0010) Pixel Data, (7FE0,0008) Float and (7FE0,0009) Double Float Pixel Data
+_PIXEL_TAGS_LE = {b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00"}
+_PIXEL_TAGS_BE = {b"\x7f\xe0\x00\x10", b"\x7f\xe0\x00\x08", b"\x7f\xe0\x00\x09"}
+
+
 class Refused(Forbidden):
     """The instance must not be shared de-identified (see vna.deid.refusal)."""
 
@@ -110,6 +115,36 @@ class Deidentifier:
             # e.g. no SOP Instance UID to name the file by: not a storable instance
             raise InvalidDicom(f"cannot be written as a Part-10 file: {exc}") from exc
         return out.getvalue()
+
+    def header(self, head: bytes) -> tuple[bytes, int] | None:
+        """The de-identified start of a large Part-10 file, for streaming it: with
+        ``head``, the file's first bytes, returns the new file's bytes up to its
+        pixel data and the offset where the original's Pixel Data element starts;
+        the new file is those bytes followed by the original's from that offset,
+        untouched.  None when ``head`` does not reach the pixel data (read more,
+        or the file has none).  Only for files whose Pixel Data is the last
+        top-level element, and not deflated (one compressed stream)."""
+        fp = BytesIO(head)
+        try:
+            ds = dcmread(fp, stop_before_pixels=True)
+        except (InvalidDicomError, ValueError, EOFError, OSError) as exc:
+            raise InvalidDicom(f"not a readable Part-10 file: {exc}") from exc
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        if syntax is not None and syntax.is_deflated:
+            raise InvalidDicom("a deflated file cannot be de-identified in parts")
+        pos = fp.tell()
+        tags = (
+            _PIXEL_TAGS_BE if syntax is not None and not syntax.is_little_endian else _PIXEL_TAGS_LE
+        )
+        if syntax is None or head[pos : pos + 4] not in tags:
+            return None  # pydicom stopped short of the pixel data: the head ends first
+        self._apply(ds)
+        out = BytesIO()
+        try:
+            ds.save_as(out, enforce_file_format=True)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise InvalidDicom(f"cannot be written as a Part-10 file: {exc}") from exc
+        return out.getvalue(), pos
 
     def json(self, obj: dict[str, Any]) -> dict[str, Any]:
         """A DICOM JSON object (a QIDO row or an instance's metadata) de-identified

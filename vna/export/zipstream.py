@@ -1,8 +1,10 @@
 """A streamed ZIP of DICOM instances with a DICOMDIR: the CD a share replaces.
 
 The ZIP is produced as it is sent: never whole in memory or on disk.  At most
-one member's bytes are held at once, and only when the member is small enough
-(``buffer_limit``) or de-identified (the de-identified file is made in memory).
+one member's bytes are held at once, and only when the member is small
+(``buffer_limit``).  A large member to de-identify has its header read and
+rewritten and its pixel data streamed as stored after it; only a deflated one,
+or one with elements after its pixel data, is de-identified whole in memory.
 
 Members are stored, not deflated: DICOM pixel data is mostly compressed
 already, deflate would cost the CPU a busy 2-core archive needs elsewhere, and
@@ -21,12 +23,14 @@ cannot describe (they are still the patient's images).
 from __future__ import annotations
 
 import logging
+import struct
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from stream_zip import NO_COMPRESSION_64, ZipError, async_stream_zip
 
 from vna.errors import IntegrityError
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUFFER_LIMIT = 32 << 20  # members up to this size are read once, into memory
+HEAD_BYTES = 256 << 10  # first read for the header of a large file to de-identify
 CHUNK_SIZE = 1 << 20  # ZIP output chunks: fewer thread hops than stream-zip's 64 KiB
 # A de-identified ZIP must not tell when the images were stored
 _EPOCH = datetime(1980, 1, 1, tzinfo=UTC)
@@ -98,25 +103,87 @@ async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def _crc(archive: Archive, rec: InstanceRecord) -> int:
-    crc = 0
-    async for chunk in archive.stream_instance(rec):
+async def _skip(chunks: AsyncIterator[bytes], n: int) -> AsyncIterator[bytes]:
+    """``chunks`` without their first ``n`` bytes."""
+    async for chunk in chunks:
+        if n >= len(chunk):
+            n -= len(chunk)
+            continue
+        yield chunk[n:] if n else chunk
+        n = 0
+
+
+async def _crc(archive: Archive, chunks: AsyncIterator[bytes], crc: int = 0) -> int:
+    async for chunk in chunks:
         crc = await archive.run(zlib.crc32, chunk, crc)
     return crc
+
+
+async def _then(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
+def _element_end(head: bytes, pos: int, rec: InstanceRecord) -> int | None:
+    """Where the Pixel Data element starting at ``pos`` ends; None if unknown."""
+    syntax = UID(rec.transfer_syntax_uid)
+    order = "<" if syntax.is_little_endian else ">"
+    if len(head) < pos + 12:
+        return None
+    if syntax.is_implicit_VR:
+        hdr, length = 8, struct.unpack_from(order + "L", head, pos + 4)[0]
+    elif head[pos + 4 : pos + 6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):
+        hdr, length = 12, struct.unpack_from(order + "L", head, pos + 8)[0]
+    else:
+        return None
+    if length != 0xFFFFFFFF:
+        return pos + hdr + length
+    if not rec.frames:  # encapsulated: the last fragment, then the delimiter item
+        return None
+    return max(off + n for frame in rec.frames for off, n in frame) + 8
+
+
+async def _deid_header(
+    archive: Archive, rec: InstanceRecord, deid: Deidentifier
+) -> tuple[bytes, int] | None:
+    """The de-identified header of a large file and where its pixel data starts,
+    read from its first bytes (as many as it takes), when the pixel data is the
+    last element of the file; None otherwise (no pixel data, or elements after it
+    that must be de-identified too)."""
+    if rec.transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
+        return None
+    n = HEAD_BYTES
+    while True:
+        head = await archive.store.get(rec.blob_key, 0, min(n, rec.size))
+        found = await archive.run(deid.header, head)
+        if found is not None and len(head) >= found[1] + 12:
+            return found if _element_end(head, found[1], rec) == rec.size else None
+        if n >= rec.size:
+            return None
+        n *= 4
 
 
 async def _member(
     archive: Archive, rec: InstanceRecord, deid: Deidentifier | None, buffer_limit: int
 ) -> tuple[Any, AsyncIterator[bytes]]:
     """The ZIP method and the bytes of one instance."""
+    large = rec.size > buffer_limit
+    if deid is not None and large:
+        found = await _deid_header(archive, rec, deid)
+        if found is not None:  # a new header, then the stored pixel data as it is
+            header, pos = found
+            crc = await _crc(archive, _skip(archive.stream_instance(rec), pos), zlib.crc32(header))
+            tail = _skip(archive.stream_instance(rec), pos)
+            return NO_COMPRESSION_64(len(header) + rec.size - pos, crc), _then(header, tail)
     if deid is not None:
         data = await archive.read_instance(rec)
         data, method = await archive.run(lambda: _stored(deid.part10(data)))
         return method, _one(data)
-    if rec.size <= buffer_limit:
+    if not large:
         data, method = await archive.run(_stored, await archive.read_instance(rec))
         return method, _one(data)
-    crc = await _crc(archive, rec)
+    crc = await _crc(archive, archive.stream_instance(rec))
     return NO_COMPRESSION_64(rec.size, crc), archive.stream_instance(rec)
 
 

@@ -317,6 +317,21 @@ def test_uids_are_keyed_consistent_and_valid() -> None:
         assert UID_RE.fullmatch(new) and len(new) <= 64
 
 
+def test_remapped_uids_lead_back_to_the_originals() -> None:
+    deid = Deidentifier(b"share-a")
+    study = td.make_study(seed=2, modalities=("CT",), n_instances=3)
+    originals = [ds.SOPInstanceUID for ds in study] + [study[0].SeriesInstanceUID]
+    back = deid.originals(originals)
+    assert len(back) == len(originals)
+    for ds in study:
+        out = deid.dataset(ds)
+        assert back[out.SOPInstanceUID] == ds.SOPInstanceUID
+        assert back[out.SeriesInstanceUID] == ds.SeriesInstanceUID
+    assert td.uid("elsewhere") not in back and deid.uid(td.uid("elsewhere")) not in back
+    with pytest.raises(VnaError):
+        Deidentifier(b"")
+
+
 def test_series_group_and_references_resolve(deid: Deidentifier) -> None:
     study = td.make_study(seed=3, modalities=("CT", "MR"), n_instances=3)
     mr = study[-1]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import hmac
+from collections.abc import Iterable
 from io import BytesIO
 from typing import Any
 
@@ -37,7 +38,7 @@ from vna.deid.rules import (
     resolve,
 )
 from vna.dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from vna.errors import Forbidden, InvalidDicom
+from vna.errors import BadRequest, Forbidden, InvalidDicom
 
 # File meta attributes that name the systems the file went through
 _META_DROPPED = (
@@ -64,7 +65,7 @@ class Refused(Forbidden):
 class Deidentifier:
     def __init__(self, key: bytes, *, profile: Profile | None = None) -> None:
         if not key:
-            raise ValueError("a de-identification key must not be empty")
+            raise BadRequest("a de-identification key must not be empty")
         self._key = bytes(key)
         self.profile = profile or basic_profile()
 
@@ -83,6 +84,12 @@ class Deidentifier:
         raw[6] = (raw[6] & 0x0F) | 0x80  # version 8: application-defined
         raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
         return "2.25." + str(int.from_bytes(raw, "big"))
+
+    def originals(self, uids: Iterable[str]) -> dict[str, str]:
+        """{this share's UID: original UID} for the given originals.  The remap is
+        one-way, so a share's routes, handed a remapped UID by a viewer, look it
+        up among the UIDs of what was shared."""
+        return {self.uid(u): u for u in uids if u}
 
     def pseudonym(self, patient_id: str, issuer: str | None = None) -> tuple[str, str]:
         """(PatientName, PatientID) standing for that patient in this share."""

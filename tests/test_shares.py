@@ -218,6 +218,16 @@ def test_cookie_session_needs_csrf(server, data):
     assert browser.delete(f"{url}/{share_id}", headers=csrf, timeout=30).status_code == 204
 
 
+def test_stale_sign_in_does_not_hide_the_share(server, data):
+    s = server
+    session, _ = opened(s, make_key(s, "clinician", "A"), study=data["study2"])
+    session.cookies.set("vna_session", "signed-out-long-ago")
+    assert qido_uids(session, s.dicomweb + "/studies") == [data["study2"]]
+    # a bearer credential is the caller itself: the share cookie is not looked at
+    other = session.get(s.dicomweb + "/studies", headers=make_key(s, "clinician", "A"), timeout=30)
+    assert len(other.json()) > 1
+
+
 # -- expiry and PINs -----------------------------------------------------------------
 def _expire(server: LiveServer, share_id: str) -> None:
     """Move a share's expiry into the past, in the index every process reads."""

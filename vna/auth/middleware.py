@@ -103,6 +103,21 @@ def check_csrf(request: web.Request, principal: Principal, token: str | None = N
         raise Forbidden(f"missing or wrong {CSRF_HEADER}")
 
 
+async def cookie_principal(request: web.Request) -> Principal:
+    """The signed-in user, else the visitor of a share link (vna.shares)."""
+    try:
+        principal = await session_principal(request)
+    except Unauthorized:
+        # a stale sign-in cookie must not hide the share link opened since
+        principal = await share_principal(request)
+        if principal is None:
+            raise
+    principal = principal or await share_principal(request)
+    if principal is None:
+        raise Unauthorized("authentication required")
+    return principal
+
+
 async def authenticate(request: web.Request) -> Principal:
     auth = request.headers.get("Authorization", "")
     scheme, _, token = auth.partition(" ")
@@ -116,9 +131,7 @@ async def authenticate(request: web.Request) -> Principal:
         if verifier is None:
             raise Unauthorized("bearer tokens are not configured (no OIDC issuer)")
         return await verifier.principal(token)
-    principal = await session_principal(request) or await share_principal(request)
-    if principal is None:
-        raise Unauthorized("authentication required")
+    principal = await cookie_principal(request)
     if principal.kind == "share":
         return principal  # read-only: the gate refuses anything but GET
     if request.method not in SAFE_METHODS:

@@ -242,3 +242,16 @@ async def test_large_files_are_split_only_when_pixels_come_last(
     _, root, _ = await unzip(archive, list(recs.values()), tmp_path, deid=deid, buffer_limit=0)
     for path in file_set(root).values():
         assert b"S-TRAILING-PAD" not in path.read_bytes()
+
+
+@pytest.mark.parametrize("archive", ["fs"], indirect=True)
+async def test_dicomdir_names_in_every_character_set(archive: Archive, tmp_path: Path) -> None:
+    """Patients named in Latin-1, ISO 2022 Korean and Japanese, UTF-8: the
+    DICOMDIR records carry the instance's character set, so names read back."""
+    datasets = [td.make_ct(seed=seed) for seed in range(len(td.PATIENTS))]
+    recs = [rec for ds in datasets for rec in await store(archive, [ds])]
+    _, root, _ = await unzip(archive, recs, tmp_path)
+    fs = FileSet(dcmread(root / "DICOMDIR"))
+    names = sorted(str(n) for n in fs.find_values("PatientName"))
+    assert names == sorted(name for _, name, _, _ in td.PATIENTS)
+    assert len(fs) == len(datasets)

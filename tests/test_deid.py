@@ -31,9 +31,10 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from vna.deid import Action, Deidentifier, Refused, basic_profile
+from vna.deid import HIDDEN_ASSOCIATED_IMAGES, Action, Deidentifier, Refused, basic_profile
 from vna.deid.rules import MEDIA_KEYS
 from vna.errors import InvalidDicom, VnaError
+from vna.index.base import SlideRecord
 from vna.testdata import dicom as td
 
 UID_RE = re.compile(r"2\.25\.(0|[1-9][0-9]*)")
@@ -507,3 +508,43 @@ def test_meta_without_file_meta_dataset(deid: Deidentifier) -> None:
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     assert deid.dataset(ds).file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+
+
+# -- non-DICOM slides ------------------------------------------------------------------
+def test_slide_rows_lose_every_identifying_field(deid: Deidentifier) -> None:
+    rec = SlideRecord(
+        id="slide-1",
+        name="Doe John 2024-03-01 S24-1234",
+        source="/scans/DOE_JOHN_S24-1234.svs",
+        properties={"aperio.User": "jsmith", "aperio.Date": "03/01/24", "aperio.Barcode": "X"},
+        width=40000,
+        height=30000,
+        levels=4,
+        tile_size=256,
+        mpp=0.25,
+        patient_id="PAT-0001",
+        patient_name="Doe^John",
+        study_instance_uid=td.uid("slide-study"),
+        series_instance_uid=td.uid("slide-series"),
+        accession_number="S24-1234",
+        specimen="S24-1234 A1",
+        created_at=1.7e9,
+        site="general-hospital",
+    )
+    out = deid.slide(rec)
+    text = repr(out)
+    for original in ("Doe", "S24-1234", "jsmith", "PAT-0001", "general-hospital", "03/01/24"):
+        assert original not in text
+    assert (out.patient_name, out.patient_id) == deid.pseudonym("PAT-0001")
+    assert out.study_instance_uid == deid.uid(rec.study_instance_uid)
+    assert (out.id, out.width, out.height, out.levels, out.mpp) == (
+        "slide-1",
+        40000,
+        30000,
+        4,
+        0.25,
+    )
+    assert out.properties == {} and out.created_at == 0.0
+    assert deid.slide(rec).name == out.name != Deidentifier(b"other").slide(rec).name
+    assert {"label", "macro"} <= HIDDEN_ASSOCIATED_IMAGES
+    assert rec.patient_name == "Doe^John"  # the row itself is untouched

@@ -37,8 +37,10 @@ from vna.deid.rules import (
     remap_url,
     resolve,
 )
+from vna.deid.slides import deidentify_slide
 from vna.dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from vna.errors import BadRequest, Forbidden, InvalidDicom
+from vna.index.base import SlideRecord
 
 # File meta attributes that name the systems the file went through
 _META_DROPPED = (
@@ -96,6 +98,11 @@ class Deidentifier:
         code = self._digest(b"patient", (issuer or "").strip(), patient_id.strip()).hex()
         code = code[:12].upper()
         return f"Anonymous^{code}", f"ANON{code}"
+
+    def slide(self, rec: SlideRecord) -> SlideRecord:
+        """A non-DICOM slide's row as a de-identified share shows it (and see
+        ``vna.deid.slides.HIDDEN_ASSOCIATED_IMAGES``: no label, no macro)."""
+        return deidentify_slide(self, rec)
 
     def refusal(self, obj: dict[str, Any] | Dataset) -> str | None:
         """Why the instance must not be shared de-identified, or None."""

@@ -39,7 +39,7 @@ from vna.deid.rules import (
 )
 from vna.deid.slides import deidentify_slide
 from vna.dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from vna.errors import BadRequest, Forbidden, InvalidDicom
+from vna.errors import BadRequest, Forbidden, InvalidDicom, VnaError
 from vna.index.base import SlideRecord
 
 # File meta attributes that name the systems the file went through
@@ -121,14 +121,7 @@ class Deidentifier:
             ds = dcmread(BytesIO(data))
         except (InvalidDicomError, ValueError, EOFError, OSError) as exc:
             raise InvalidDicom(f"not a readable Part-10 file: {exc}") from exc
-        self._apply(ds)
-        out = BytesIO()
-        try:
-            ds.save_as(out, enforce_file_format=True)
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            # e.g. no SOP Instance UID to name the file by: not a storable instance
-            raise InvalidDicom(f"cannot be written as a Part-10 file: {exc}") from exc
-        return out.getvalue()
+        return _write(self._guarded(ds))
 
     def header(self, head: bytes) -> tuple[bytes, int] | None:
         """The de-identified start of a large Part-10 file, for streaming it: with
@@ -152,13 +145,7 @@ class Deidentifier:
         )
         if syntax is None or head[pos : pos + 4] not in tags:
             return None  # pydicom stopped short of the pixel data: the head ends first
-        self._apply(ds)
-        out = BytesIO()
-        try:
-            ds.save_as(out, enforce_file_format=True)
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            raise InvalidDicom(f"cannot be written as a Part-10 file: {exc}") from exc
-        return out.getvalue(), pos
+        return _write(self._guarded(ds)), pos
 
     def json(self, obj: dict[str, Any]) -> dict[str, Any]:
         """A DICOM JSON object (a QIDO row or an instance's metadata) de-identified
@@ -166,6 +153,16 @@ class Deidentifier:
         Instance metadata (with a SOP Instance UID) also gets the de-identification
         marks and the pseudonym, as the file does."""
         return dicomjson.deidentify(self, obj)
+
+    def _guarded(self, ds: Dataset) -> Dataset:
+        """``_apply`` on a dataset read from bytes: a value pydicom cannot convert
+        is the file's fault, answered as InvalidDicom."""
+        try:
+            return self._apply(ds)
+        except VnaError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            raise InvalidDicom(f"cannot de-identify this file: {exc}") from exc
 
     def _patient(self, ds: Dataset) -> tuple[str, str]:
         return self.pseudonym(str(ds.get("PatientID") or ""), ds.get("IssuerOfPatientID"))
@@ -223,6 +220,16 @@ class Deidentifier:
             meta.MediaStorageSOPClassUID = ds.SOPClassUID
         meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
         meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+
+
+def _write(ds: Dataset) -> bytes:
+    out = BytesIO()
+    try:
+        ds.save_as(out, enforce_file_format=True)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        # e.g. no SOP Instance UID to name the file by: not a storable instance
+        raise InvalidDicom(f"cannot be written as a Part-10 file: {exc}") from exc
+    return out.getvalue()
 
 
 def _map_values(value: Any, remap: Any) -> Any:

@@ -353,6 +353,8 @@ def test_qido_answers_only_the_share(server, data):
     pages = [qido_uids(session, dw + "/studies", limit=1, offset=n) for n in range(3)]
     assert sorted(pages[0] + pages[1]) == mine and pages[2] == []
     assert qido_uids(session, dw + "/studies", StudyInstanceUID=data["other"]) == []
+    for key in ("0020000d", "x0020000D", "StudyInstanceUID.0"):
+        assert qido_uids(session, dw + "/studies", **{key: data["other"]}) == [], key
     asked = qido_uids(session, dw + "/studies", StudyInstanceUID=f"{data['other']}\\{mine[0]}")
     assert asked == [mine[0]]
     assert qido_uids(session, dw + "/studies", PatientID="*") != []

@@ -120,7 +120,9 @@ def _allowed_uids(share: ShareRecord) -> tuple[set[str], set[str] | None]:
 
 
 def _uid_keyword(key: str) -> str | None:
-    """'StudyInstanceUID', '0020000D' or 'x0020000d' -> 'StudyInstanceUID'; else None."""
+    """'StudyInstanceUID', '0020000D' or 'x0020000d' -> 'StudyInstanceUID'; else None.
+    A sequence path ('StudyInstanceUID.x') counts as its first key, as QIDO reads it."""
+    key = key.split(".")[0]
     if key in UID_TAGS.values():
         return key
     tag = key[1:] if key[:1] in ("x", "X") and len(key) == 9 else key

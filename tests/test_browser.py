@@ -521,7 +521,7 @@ def test_deidentified_slide_link_shows_no_label_or_case(share_report: dict) -> N
     assert (page["state"], page["fullyLoaded"]) == ("ready", "true")
     assert page["images"] == ["thumbnail"]
     assert page["caseText"] == "No case information."
-    assert full["name"] not in page["text"] and page["title"] == "Slide"
+    assert full["name"] not in page["text"] and page["title"].startswith("Slide ")
     # vendor text (scanner, dates, file names...); numbers like the MPP may show
     texts = {k: str(v) for k, v in full["properties"].items() if re.search("[A-Za-z]{3}", str(v))}
     assert texts

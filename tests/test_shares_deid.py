@@ -105,7 +105,10 @@ def test_deidentified_slide_share_hides_the_label(server, data):
     doc = session.get(s.url + "/slides/slide-a", timeout=30)
     assert doc.status_code == 200
     assert data["patient"] not in doc.text and "slide-a.svs" not in doc.text
-    assert doc.json()["properties"] == {}
+    assert doc.json()["properties"] == {} and doc.json()["patient_id"].startswith("ANON")
+    assert doc.json()["associated"] == [] and "manifest" not in doc.json()["urls"]
+    listed = session.get(s.url + "/slides", timeout=30).json()
+    assert [x["id"] for x in listed] == ["slide-a"] and data["patient"] not in str(listed)
     for name in ("label", "macro"):
         assert session.get(f"{s.url}/slides/slide-a/{name}", timeout=30).status_code == 404
     assert session.get(s.url + "/iiif/3/slide-a/manifest.json", timeout=30).status_code == 404

@@ -24,7 +24,6 @@ from vna.errors import BadRequest, Forbidden, NotFound
 from vna.index.base import Query
 from vna.index.shares import KINDS, ShareRecord, ShareScope
 from vna.keys import ARCHIVE, INDEX
-from vna.shares.deid_views import deidentifier
 from vna.web import public_origin
 
 DEFAULT_TTL = 7 * 86400
@@ -142,9 +141,7 @@ async def create_share(request: web.Request) -> web.Response:
         raise BadRequest("the body is not JSON") from None
     kind, target, ttl, pin, download, deidentify = _options(body)
     scope, site, patient = await RESOLVE[kind](request, p, target)
-    key = secrets.token_bytes(32)
-    if deidentify:
-        deidentifier(key)  # refuse now, not on the visitor's first request
+    key = secrets.token_bytes(32)  # the share's de-identification key
     token, now = secrets.token_urlsafe(32), time.time()
     share = ShareRecord(
         id=secrets.token_hex(8), token_sha256=sha256_hex(token), kind=kind, target=target,

@@ -6,8 +6,8 @@ instances.  Frames, rendered images and thumbnails pass pixels unchanged.  The
 visitor only ever sees remapped UIDs; ``DeidView`` maps them back, built once per
 share and process from the scope's real UIDs and kept for ``VIEW_TTL`` seconds
 (so instances added later are picked up).  Instances the Deidentifier refuses
-(burned-in annotation) are left out of everything, and slide labels, macros,
-vendor properties and case fields are not served at all.
+(burned-in annotation) are left out of everything; slides show the row
+``Deidentifier.slide`` makes, and their labels and macros are not served at all.
 """
 
 from __future__ import annotations
@@ -22,38 +22,25 @@ from typing import Any
 from aiohttp import web
 
 from vna.auth.roles import scope_sites
+from vna.deid import Deidentifier
+from vna.deid.slides import HIDDEN_ASSOCIATED_IMAGES
 from vna.dicomweb.multipart import MultipartStream
 from vna.dicomweb.wado import DICOM, metadata_body, path_uids
-from vna.errors import Conflict, NotFound
+from vna.errors import NotFound
 from vna.index.base import InstanceRecord, SlideRecord
 from vna.index.shares import ShareRecord
 from vna.keys import ARCHIVE, INDEX, SETTINGS
-from vna.slides.service import slide_json
+from vna.slides.service import SLIDES, slide_json
 from vna.web import Handler, public_origin
 
 VIEW_TTL = 60.0
 MAX_VIEWS = 64  # shares whose maps a process keeps
 DEID_VIEWS = web.AppKey("share_deid_views", OrderedDict)
-HIDDEN_SLIDE_ROUTES = ("/slides/{id}/{name}", "/iiif/3/{id}/manifest.json")
-SLIDE_CASE_FIELDS = (
-    "patient_id", "patient_name", "accession_number", "specimen", "study_instance_uid",
-    "series_instance_uid", "source", "reason",
-)  # fmt: skip
-
-
-def deidentifier(key: bytes) -> Any:
-    """A ``vna.deid.Deidentifier`` (imported here: shares work without it until asked
-    to de-identify)."""
-    try:
-        from vna.deid import Deidentifier
-    except ImportError:
-        raise Conflict("de-identification is not available in this vna") from None
-    return Deidentifier(key)
 
 
 @dataclass(slots=True)
 class DeidView:
-    deid: Any
+    deid: Deidentifier
     to_real: dict[str, str] = field(default_factory=dict)
     refused: set[str] = field(default_factory=set)  # real SOP Instance UIDs
     refused_in: set[str] = field(default_factory=set)  # their real study and series UIDs
@@ -72,7 +59,7 @@ class DeidView:
         return rec.sop_instance_uid not in self.refused
 
 
-def build_view(deid: Any, recs: list[InstanceRecord]) -> DeidView:
+def build_view(deid: Deidentifier, recs: list[InstanceRecord]) -> DeidView:
     """Blocking (an HMAC per UID, the profile's checks per instance): in a thread."""
     view, seen = DeidView(deid, built_at=time.monotonic()), set()
     for rec in recs:
@@ -119,7 +106,7 @@ async def deid_view(request: web.Request, share: ShareRecord) -> DeidView:
 
 async def _build(request: web.Request, share: ShareRecord) -> DeidView:
     recs = await scope_instances(request, share)
-    deid = deidentifier(bytes.fromhex(share.deid_key))
+    deid = Deidentifier(bytes.fromhex(share.deid_key))
     return await request.app[ARCHIVE].run(build_view, deid, recs)
 
 
@@ -190,33 +177,31 @@ async def qido(request: web.Request, view: DeidView, handler: Handler) -> web.St
 
 
 # -- slides ------------------------------------------------------------------------------
-def sanitized_slide(doc: dict[str, Any]) -> dict[str, Any]:
-    """A slide's JSON without what could name the patient: case fields, the vendor's
-    properties, the label and macro (the name may be a file name: replaced too)."""
-    doc = {k: v for k, v in doc.items() if k not in SLIDE_CASE_FIELDS}
-    doc["name"] = "Slide"
-    doc["properties"] = {}
-    doc["associated"] = []
-    doc.get("urls", {}).pop("manifest", None)
+def _slide_doc(
+    request: web.Request, rec: SlideRecord, view: DeidView | None, full: bool = True
+) -> dict[str, Any]:
+    """The slide's JSON (as vna.slides answers it); under a de-identified share, of
+    the row ``Deidentifier.slide`` makes (pseudonym, remapped UIDs, no vendor
+    properties, no name), without the manifest (it lists the case)."""
+    progress = request.app[SLIDES].manager.progress.get(rec.id) if SLIDES in request.app else None
+    shown = view.deid.slide(rec) if view is not None else rec
+    doc = slide_json(shown, str(request.url.origin()), progress, full=full)
+    if view is not None:
+        doc["associated"] = [n for n in doc["associated"] if n not in HIDDEN_ASSOCIATED_IMAGES]
+        doc["urls"].pop("manifest", None)
     return doc
 
 
-def _slide_doc(request: web.Request, rec: SlideRecord, full: bool, deid: bool) -> dict:
-    doc = slide_json(rec, str(request.url.origin()), None, full=full)
-    return sanitized_slide(doc) if deid else doc
-
-
 async def slide(
-    request: web.Request, view: DeidView | None, path: str, handler: Handler
+    request: web.Request, view: DeidView, path: str, handler: Handler
 ) -> web.StreamResponse:
-    if path in HIDDEN_SLIDE_ROUTES and request.match_info.get("name") != "thumbnail":
+    name = request.match_info.get("name")
+    if path == "/iiif/3/{id}/manifest.json" or name in HIDDEN_ASSOCIATED_IMAGES:
         raise NotFound("not available under a de-identified share")
     if path != "/slides/{id}":
-        return await handler(request)
-    resp = await handler(request)  # the record, with build progress
-    if not isinstance(resp, web.Response) or resp.status != 200 or resp.text is None:
-        return resp
-    return web.json_response(sanitized_slide(json.loads(resp.text)))
+        return await handler(request)  # tiles, Deep Zoom, IIIF images, the thumbnail
+    rec = await request.app[INDEX].get_slide(request.match_info["id"])
+    return web.json_response(_slide_doc(request, rec, view))
 
 
 async def list_slides(
@@ -229,5 +214,5 @@ async def list_slides(
             rec = await index.get_slide(slide_id)
         except NotFound:
             continue
-        docs.append(_slide_doc(request, rec, False, view is not None))
+        docs.append(_slide_doc(request, rec, view, full=False))
     return web.json_response(docs)

@@ -26,6 +26,7 @@ from vna.auth.login import lock_seconds, secure_cookies
 from vna.auth.middleware import check_origin
 from vna.auth.roles import PRINCIPAL
 from vna.errors import Conflict, Forbidden, NotFound
+from vna.export import dicom_zip
 from vna.index.base import InstanceRecord
 from vna.index.shares import ShareRecord
 from vna.keys import ARCHIVE, INDEX, SETTINGS
@@ -167,14 +168,6 @@ async def _download_records(request: web.Request, share: ShareRecord) -> list[In
     return await request.app[ARCHIVE].instances(rec.study_instance_uid, series, sites=sites)
 
 
-def _dicom_zip():
-    try:
-        from vna.export import dicom_zip
-    except ImportError:
-        raise Conflict("DICOM export is not available in this vna") from None
-    return dicom_zip
-
-
 async def download(request: web.Request) -> web.StreamResponse:
     """The shared DICOM as a streamed ZIP with a DICOMDIR (de-identified if the
     share is), in place of a CD."""
@@ -188,7 +181,6 @@ async def download(request: web.Request) -> web.StreamResponse:
         recs, deid = [r for r in recs if view.ok(r)], view.deid
     if not recs:
         raise NotFound("nothing to download in this share")
-    dicom_zip = _dicom_zip()
     resp = web.StreamResponse(
         headers={
             "Content-Type": "application/zip",

@@ -27,7 +27,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from vna.archive.instance import StoreResult, blob_key, prepare_file, unlink_quietly
 from vna.dicom import ParsedInstance
@@ -144,9 +144,9 @@ def _classify(archive: Archive, items: list[_Item]) -> None:
     live = [it for it in items if it.parsed is not None]
     if not live:
         return
-    index: BlockingIndex = archive.index  # type: ignore[assignment]
+    uids = sorted({it.parsed.sop_instance_uid for it in live if it.parsed is not None})
     try:
-        known = index.identities_blocking(sorted({it.parsed.sop_instance_uid for it in live}))  # type: ignore[union-attr]
+        known = cast(BlockingIndex, archive.index).identities_blocking(uids)
     except VnaError as exc:
         for it in live:
             it.result.error = exc
@@ -171,7 +171,7 @@ def _write_blobs(archive: Archive, items: list[_Item]) -> None:
     todo = [it for it in items if it.write]
     if not todo:
         return
-    store: BlockingStore = archive.store  # type: ignore[assignment]
+    store = cast(BlockingStore, archive.store)
     answers = store.put_files_blocking([(it.key, it.path) for it in todo])
     for it, answer in zip(todo, answers, strict=True):
         if isinstance(answer, VnaError):
@@ -184,13 +184,16 @@ def _commit_rows(archive: Archive, items: list[_Item], source: str, site: str | 
     if not items:
         return
     now = time.time()
-    recs = [it.parsed.to_record(it.key, stored_at=now, source=source, site=site) for it in items]  # type: ignore[union-attr]
-    index: BlockingIndex = archive.index  # type: ignore[assignment]
+    recs = [
+        it.parsed.to_record(it.key, stored_at=now, source=source, site=site)
+        for it in items
+        if it.parsed is not None  # always, for a written item
+    ]
     try:
-        outcomes: list[AddOutcome | VnaError] = index.add_batch_blocking(recs, archive.policy)
+        outcomes = cast(BlockingIndex, archive.index).add_batch_blocking(recs, archive.policy)
     except VnaError as exc:  # nothing committed: the blobs are orphans for fsck
         outcomes = [exc] * len(items)
-    store: BlockingStore = archive.store  # type: ignore[assignment]
+    store = cast(BlockingStore, archive.store)
     for it, outcome in zip(items, outcomes, strict=True):
         if isinstance(outcome, VnaError):
             it.result.error = outcome

@@ -47,6 +47,7 @@ from vna.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+PARALLEL_STORES = 8  # per batch on the per-instance path: S3 round trips overlap
 
 # re-exported: callers import these from here
 __all__ = [
@@ -147,11 +148,13 @@ class Archive:
         if self.blocking:
             return await self.run(self._store_items_blocking, items, source, expected_study, site)
         paths = await self.run(self._spool_items, items)
-        return list(
-            await asyncio.gather(
-                *(self._store_file_async(p, source, expected_study, site) for p in paths)
-            )
-        )
+        gate = asyncio.Semaphore(PARALLEL_STORES)
+
+        async def one(path: str) -> StoreResult:
+            async with gate:
+                return await self._store_file_async(path, source, expected_study, site)
+
+        return list(await asyncio.gather(*(one(p) for p in paths)))
 
     def store_files_blocking(
         self,

@@ -24,7 +24,7 @@ from vna.archive.runtime import open_archive
 from vna.archive.service import Archive
 from vna.deid import Deidentifier
 from vna.errors import IntegrityError
-from vna.export import dicom_zip
+from vna.export import deidentified_chunks, dicom_zip
 from vna.index.base import InstanceRecord
 from vna.settings import Settings
 from vna.testdata import dicom as td
@@ -255,3 +255,23 @@ async def test_dicomdir_names_in_every_character_set(archive: Archive, tmp_path:
     names = sorted(str(n) for n in fs.find_values("PatientName"))
     assert names == sorted(name for _, name, _, _ in td.PATIENTS)
     assert len(fs) == len(datasets)
+
+
+async def test_one_instance_streams_deidentified(archive: Archive) -> None:
+    """``deidentified_chunks`` (a share's WADO-RS retrieve): large files come as a
+    new header then the stored pixel data, in several chunks, and read back as
+    the same de-identified dataset as the whole-file path gives."""
+    datasets = study_datasets()
+    recs = {r.sop_instance_uid: r for r in await store(archive, datasets)}
+    deid = Deidentifier(b"share-key")
+    for ds in (datasets[0], datasets[1], datasets[6]):  # native CT, JPEG Lossless CT, US
+        rec = recs[ds.SOPInstanceUID]
+        chunks = [c async for c in deidentified_chunks(archive, rec, deid, buffer_limit=0)]
+        assert len(chunks) > 1  # header, then the stored pixel data
+        whole = deid.part10(await archive.read_instance(rec))
+        streamed = dcmread(io.BytesIO(b"".join(chunks)))
+        assert streamed == dcmread(io.BytesIO(whole))
+        assert streamed.SOPInstanceUID == deid.uid(ds.SOPInstanceUID)
+        assert streamed.PixelData == ds.PixelData
+        small = [c async for c in deidentified_chunks(archive, rec, deid)]
+        assert small == [whole]

@@ -5,6 +5,6 @@ download, instead of a CD).
 """
 
 from vna.export.dicomdir import Directory, Entry, build
-from vna.export.zipstream import dicom_zip
+from vna.export.zipstream import deidentified_chunks, dicom_zip
 
-__all__ = ["Directory", "Entry", "build", "dicom_zip"]
+__all__ = ["Directory", "Entry", "build", "deidentified_chunks", "dicom_zip"]

@@ -187,6 +187,25 @@ async def _member(
     return NO_COMPRESSION_64(rec.size, crc), archive.stream_instance(rec)
 
 
+async def deidentified_chunks(
+    archive: Archive, rec: InstanceRecord, deid: Deidentifier, buffer_limit: int = 32 << 20
+) -> AsyncIterator[bytes]:
+    """One instance de-identified, as a stream: a large file whose pixel data ends
+    it gets a new header followed by its stored pixel data (a whole-slide level is
+    never held in memory); others are de-identified whole, in a thread.  Raises
+    ``vna.deid.Refused`` (before the first byte) for instances the profile refuses."""
+    if rec.size > buffer_limit:
+        found = await _deid_header(archive, rec, deid)
+        if found is not None:
+            header, pos = found
+            yield header
+            async for chunk in _skip(archive.stream_instance(rec), pos):
+                yield chunk
+            return
+    data = await archive.read_instance(rec)
+    yield await archive.run(deid.part10, data)
+
+
 async def _members(
     archive: Archive, plan: _Plan, deid: Deidentifier | None, buffer_limit: int
 ) -> AsyncIterator[tuple[str, datetime, int, Any, AsyncIterator[bytes]]]:

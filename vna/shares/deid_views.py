@@ -16,6 +16,7 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from vna.deid.slides import HIDDEN_ASSOCIATED_IMAGES
 from vna.dicomweb.multipart import MultipartStream
 from vna.dicomweb.wado import DICOM, metadata_body, path_uids
 from vna.errors import NotFound
+from vna.export import deidentified_chunks
 from vna.index.base import InstanceRecord, SlideRecord
 from vna.index.shares import ShareRecord
 from vna.keys import ARCHIVE, INDEX, SETTINGS
@@ -151,15 +153,22 @@ async def metadata(request: web.Request, view: DeidView) -> web.Response:
 
 
 async def retrieve(request: web.Request, view: DeidView) -> web.StreamResponse:
-    """Instances de-identified one by one (in a thread), in their stored syntax."""
+    """Instances de-identified one by one, in their stored syntax, streamed (a
+    whole-slide level's pixel data passes through, never whole in memory)."""
     recs = await _records(request, view)
     archive = request.app[ARCHIVE]
     out = MultipartStream(request, DICOM)
     for rec in recs:
-        data = await archive.read_instance(rec)
-        clean = await archive.run(view.deid.part10, data)
-        await out.part(f"{DICOM}; transfer-syntax={rec.transfer_syntax_uid}", clean)
+        chunks = deidentified_chunks(archive, rec, view.deid)
+        first = await anext(chunks)  # a refusal or bad file fails here, before the part
+        await out.part(f"{DICOM}; transfer-syntax={rec.transfer_syntax_uid}", _then(first, chunks))
     return await out.finish()
+
+
+async def _then(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def _deid_rows(view: DeidView, text: str) -> str:

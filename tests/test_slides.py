@@ -196,7 +196,9 @@ def test_iiif_info_and_manifest(ready):
     server, rec = ready
     base = f"{server.url}/iiif/3/{rec['id']}"
     info = requests.get(f"{base}/info.json", timeout=30).json()
-    assert info["id"] == base and info["type"] == "ImageService3"
+    # clients build image URLs from the id: it names the build (tests/test_slides_iiif.py)
+    service = f"{base}~{rec['build_id']}"
+    assert info["id"] == service and info["type"] == "ImageService3"
     assert info["profile"] == "level2" and (info["width"], info["height"]) == (W, H)
     assert info["tiles"][0]["width"] == 256
     assert info["tiles"][0]["scaleFactors"] == [1 << k for k in range(rec["levels"])]
@@ -208,7 +210,8 @@ def test_iiif_info_and_manifest(ready):
     canvas = man["items"][0]
     assert (canvas["width"], canvas["height"]) == (W, H)
     body = canvas["items"][0]["items"][0]["body"]
-    assert body["service"][0]["id"] == base
+    assert body["service"][0]["id"] == service and body["id"].startswith(service + "/")
+    assert man["id"] == f"{base}/manifest.json"
     thumb = requests.get(man["thumbnail"][0]["id"], timeout=30)
     assert thumb.status_code == 200 and decode(thumb.content).shape[1] <= 400
 

@@ -1,4 +1,4 @@
-"""Edge concerns shared by every route: the error middleware, CORS, and the
+"""Edge concerns shared by every route: errors and CORS (one middleware), and the
 permission each route declares (enforced in one place once access control lands)."""
 
 from __future__ import annotations
@@ -67,24 +67,30 @@ def error_body(status: int, message: str, reason: int | None = None) -> web.Resp
     return web.Response(status=status, text=json.dumps(body), content_type="application/json")
 
 
+def error_response(request: web.Request, exc: Exception) -> web.Response:
+    """The answer an exception becomes: a status and a message, never a stack trace.
+    Dropped connections and timeouts are re-raised (aiohttp handles them)."""
+    if isinstance(exc, NotReady):
+        resp = error_body(503, exc.message)
+        resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
+    if isinstance(exc, VnaError):
+        return error_body(http_status(exc), exc.message, exc.failure_reason)
+    if isinstance(exc, ConnectionResetError | TimeoutError):
+        raise exc
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_body(500, "internal server error")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as a status and a message, never a stack trace."""
+    """Every error leaves as a status and a message (for apps without CORS)."""
     try:
         return await handler(request)
     except web.HTTPException:
         raise
-    except NotReady as exc:
-        resp = error_body(503, exc.message)
-        resp.headers["Retry-After"] = str(exc.retry_after)
-        return resp
-    except VnaError as exc:
-        return error_body(http_status(exc), exc.message, exc.failure_reason)
-    except (ConnectionResetError, TimeoutError):
-        raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_body(500, "internal server error")
+    except Exception as exc:
+        return error_response(request, exc)
 
 
 CORS_HEADERS = "Accept, Content-Type, Authorization, If-None-Match, X-CSRF-Token"
@@ -92,15 +98,22 @@ CORS_EXPOSE = "Content-Type, Content-Location, ETag, Warning, Retry-After"
 
 
 @web.middleware
-async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answers CORS preflights from allowed origins; other requests pass through."""
+async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CORS preflights from allowed origins, then error mapping, in one layer: every
+    middleware layer costs each request a coroutine, and a viewer makes thousands of
+    tile requests (CORS headers on answers: ``add_cors_headers``)."""
     if (
         request.method == "OPTIONS"
         and "Access-Control-Request-Method" in request.headers
         and _allowed_origin(request)
     ):
         return web.Response(status=204)
-    return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        return error_response(request, exc)
 
 
 def _allowed_origin(request: web.Request) -> str | None:
@@ -109,7 +122,7 @@ def _allowed_origin(request: web.Request) -> str | None:
 
 
 # outermost first; vna.app puts the security middlewares (audit, auth) inside these
-EDGE_MIDDLEWARES = (cors_middleware, error_middleware)
+EDGE_MIDDLEWARES = (edge_middleware,)
 
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:

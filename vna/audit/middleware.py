@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
+import weakref
 from collections.abc import Hashable
 
 from aiohttp import web
 
-from vna.audit.trail import AUDIT, base_record
+from vna.audit.trail import AUDIT, DEDUPE_SECONDS, PRUNE_AT, AuditTrail, base_record
 from vna.auth.roles import AUDIT as AUDIT_PERMISSION
-from vna.auth.roles import SLIDE_PREFIXES
+from vna.auth.roles import PRINCIPAL, SLIDE_PREFIXES
 from vna.errors import VnaError, http_status
 from vna.index.security import AuditRecord
 from vna.keys import INDEX
@@ -30,7 +32,8 @@ QUERY_ENDINGS = ("/studies", "/series", "/instances")
 @web.middleware
 async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     permission = route_permission(request)
-    if permission == PUBLIC or AUDIT not in request.app:
+    trail = request.app.get(AUDIT) if permission != PUBLIC else None
+    if trail is None:
         return await handler(request)
     # once deleted, the study can no longer tell the trail whose it was
     patient = await _patient_of(request) if request.method == "DELETE" else None
@@ -49,7 +52,67 @@ async def audit_middleware(request: web.Request, handler: Handler) -> web.Stream
         status = 499  # the client went away
         raise
     finally:
-        record_request(request, permission, status, response, patient)
+        if not _record_view(request, trail, permission, status):
+            record_request(request, permission, status, response, patient)
+
+
+class RecentViews:
+    """Views (tile and frame reads) this process recorded within the dedupe window.
+
+    The trail de-duplicates them too, but only after a whole record (time, address,
+    route, query parameters) has been built; a viewer makes thousands of tile requests
+    a minute, so repeats are recognised here first from the few fields of the key.
+    Only views the trail accepted are noted, each at a time no later than the trail's
+    own, so a repeat skipped here is one the trail would have dropped."""
+
+    def __init__(self) -> None:
+        self._at: dict[Hashable, float] = {}
+        self._prune_at = PRUNE_AT
+
+    def fresh(self, key: Hashable, now: float) -> bool:
+        last = self._at.get(key)
+        return last is not None and now - last < DEDUPE_SECONDS
+
+    def note(self, key: Hashable, now: float) -> None:
+        self._at[key] = now
+        if len(self._at) > self._prune_at:
+            self._at = {k: t for k, t in self._at.items() if now - t < DEDUPE_SECONDS}
+            self._prune_at = max(PRUNE_AT, 2 * len(self._at))  # amortised O(1)
+
+
+# per trail (one per app), found by id: cheaper per request than a WeakKeyDictionary
+_RECENT: dict[int, tuple[weakref.ref[AuditTrail], RecentViews]] = {}
+
+
+def _recent_views(trail: AuditTrail) -> RecentViews:
+    found = _RECENT.get(id(trail))
+    if found is not None and found[0]() is trail:
+        return found[1]
+    key = id(trail)
+    recent = RecentViews()
+    _RECENT[key] = (weakref.ref(trail, lambda _: _RECENT.pop(key, None)), recent)
+    return recent
+
+
+def _record_view(request: web.Request, trail: AuditTrail, permission: str, status: int) -> bool:
+    """Record a view unless it repeats one recorded within the window; False when
+    the request is not a view (the caller records it)."""
+    route = request.match_info.route.resource
+    if route is None:
+        return False
+    path = route.canonical
+    if action_of(request, permission, path) != "view":
+        return False
+    p = request.get(PRINCIPAL)
+    sop, slide = object_of(request, path)
+    key = view_key(p.kind if p else "anonymous", p.name if p else "anonymous", sop, slide, status)
+    recent = _recent_views(trail)
+    now = time.time()
+    if recent.fresh(key, now):
+        return True
+    if record_request(request, permission, status, None):
+        recent.note(key, now)
+    return True
 
 
 def action_of(request: web.Request, permission: str, path: str) -> str:
@@ -95,13 +158,29 @@ async def _patient_of(request: web.Request) -> str | None:
     return str(values[0]) if values else None
 
 
+def object_of(request: web.Request, route: str) -> tuple[str | None, str | None]:
+    """(SOP instance UID, slide id) the request is about, from its path or query."""
+    info = request.match_info
+    sop = info.get("instance")
+    if not sop and request.query_string:
+        sop = _first(request.query, "SOPInstanceUID", "00080018", "objectUID")
+    slide = info.get("id") if route.startswith(SLIDE_PREFIXES) else None
+    return sop, slide
+
+
+def view_key(who_kind: str, who: str, sop: str | None, slide: str | None, status: int) -> Hashable:
+    """One audit row per (caller, instance or slide, outcome) and window."""
+    return (who_kind, who, sop or slide, outcome_of(status))
+
+
 def record_request(
     request: web.Request,
     permission: str,
     status: int,
     response: web.StreamResponse | None,
     patient: str | None = None,
-) -> None:
+) -> bool:
+    """Queue the request's audit event; False when the trail dropped it as a repeat."""
     rec = base_record(request, "", outcome_of(status))
     rec.action = action_of(request, permission, rec.route)
     rec.status = status
@@ -110,23 +189,21 @@ def record_request(
     rec.series_uid = info.get("series") or _first(
         params, "SeriesInstanceUID", "0020000E", "seriesUID"
     )
-    rec.sop_uid = info.get("instance") or _first(params, "SOPInstanceUID", "00080018", "objectUID")
+    rec.sop_uid, rec.slide_id = object_of(request, rec.route)
     rec.patient_id = patient or _first(params, "PatientID", "00100020")
-    if rec.route.startswith(SLIDE_PREFIXES):
-        rec.slide_id = info.get("id")
     if rec.action == "query":
         rec.detail = request.query_string[:1000]
     trail = request.app[AUDIT]
     if rec.action == "store" and response is not None:
         for one in _per_study(rec, response):
             trail.record(one)
-        return
-    trail.record(rec, _dedupe_key(rec))
+        return True
+    return trail.record(rec, _dedupe_key(rec))
 
 
 def _dedupe_key(rec: AuditRecord) -> Hashable | None:
     if rec.action == "view":
-        return (rec.who_kind, rec.who, rec.sop_uid or rec.slide_id, rec.outcome)
+        return view_key(rec.who_kind, rec.who, rec.sop_uid, rec.slide_id, rec.status)
     if rec.outcome == "denied" and rec.who_kind == "anonymous":
         return (rec.ip, rec.route, rec.status)  # a scanner would flood the trail
     return None

@@ -181,9 +181,18 @@ def info_json(base: str, width: int, height: int, tile: int, nlevels: int) -> di
 
 
 def manifest(
-    base: str, label: str, width: int, height: int, metadata: dict[str, Any]
+    base: str,
+    label: str,
+    width: int,
+    height: int,
+    metadata: dict[str, Any],
+    service: str | None = None,
 ) -> dict[str, Any]:
-    """A one-canvas Presentation 3 manifest whose image is the IIIF service (Mirador opens it)."""
+    """A one-canvas Presentation 3 manifest whose image is the IIIF service (Mirador opens it).
+
+    ``base`` names the manifest and its canvas; ``service`` (default ``base``) is the
+    image service the images come from, which may name a build of the slide."""
+    service = service or base
     canvas = f"{base}/canvas/1"
     thumb_w, thumb_h = _fit(width, height, 400, 400)
     return {
@@ -198,7 +207,7 @@ def manifest(
         ],
         "thumbnail": [
             {
-                "id": f"{base}/full/{thumb_w},{thumb_h}/0/default.jpg",
+                "id": f"{service}/full/{thumb_w},{thumb_h}/0/default.jpg",
                 "type": "Image",
                 "format": "image/jpeg",
             }
@@ -220,13 +229,17 @@ def manifest(
                                 "motivation": "painting",
                                 "target": canvas,
                                 "body": {
-                                    "id": f"{base}/full/max/0/default.jpg",
+                                    "id": f"{service}/full/max/0/default.jpg",
                                     "type": "Image",
                                     "format": "image/jpeg",
                                     "width": width,
                                     "height": height,
                                     "service": [
-                                        {"id": base, "type": "ImageService3", "profile": "level2"}
+                                        {
+                                            "id": service,
+                                            "type": "ImageService3",
+                                            "profile": "level2",
+                                        }
                                     ],
                                 },
                             }

@@ -8,6 +8,8 @@ LRU is answered without any await that could suspend.
 from __future__ import annotations
 
 import functools
+import re
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -15,11 +17,12 @@ from aiohttp import web
 from vna.errors import BadRequest, NotFound, NotReady
 from vna.slides import iiif, render
 from vna.slides.pyramid import OpenPyramid
-from vna.slides.service import SLIDES, SlideService, not_ready_response
+from vna.slides.service import PYRAMID_TTL, SLIDES, SlideService, not_ready_response
 from vna.slides.tiles import check_format
 from vna.web import READ, Route
 
 CACHE_CONTROL = "private, max-age=86400, immutable"
+ETAG_LIST = re.compile(r'(?:W/)?("[^"]*")')
 IIIF_PROFILE_LINK = '<http://iiif.io/api/image/3/level2.json>;rel="profile"'
 ASSOCIATED = ("thumbnail", "label", "macro")
 DEFAULT_THUMBNAIL = 512
@@ -43,11 +46,14 @@ def _matches(request: web.Request, etag: str) -> bool:
     inm = request.headers.get("If-None-Match")
     if not inm:
         return False
-    return inm.strip() == "*" or etag in (t.strip().removeprefix("W/") for t in inm.split(","))
+    # a list of quoted tags, which may hold commas themselves (a region's box does)
+    return inm.strip() == "*" or etag in ETAG_LIST.findall(inm)
 
 
-def image_response(request: web.Request, data: bytes, fmt: str, etag: str) -> web.Response:
-    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+def image_response(
+    request: web.Request, data: bytes, fmt: str, etag: str, cache_control: str = CACHE_CONTROL
+) -> web.Response:
+    headers = {"ETag": etag, "Cache-Control": cache_control}
     if _matches(request, etag):
         return web.Response(status=304, headers=headers)
     headers["Content-Type"] = render.MEDIA_TYPES[fmt]
@@ -61,10 +67,21 @@ def _int(text: str, what: str) -> int:
 
 
 def _quality(request: web.Request) -> int | None:
-    if not request.query_string:
+    qs = request.query_string
+    # the viewer's tile URLs carry ?build= only: no need to parse them
+    if "quality" not in qs and "%" not in qs:
         return None
     q = request.query.get("quality")
     return None if q is None else _int(q, "quality")
+
+
+def _fresh_pyramid(svc: SlideService, slide_id: str) -> OpenPyramid | None:
+    """The open pyramid while it is fresh, without a coroutine (the tile path's
+    common case); None sends the caller to ``svc.pyramid``, which opens or revalidates."""
+    pyr = svc.tiles.cache.get(("pyr", slide_id))
+    if pyr is not None and time.monotonic() - pyr.opened_at < PYRAMID_TTL:
+        return pyr
+    return None
 
 
 # -- Deep Zoom ---------------------------------------------------------------------------
@@ -86,10 +103,12 @@ async def dzi_tile(request: web.Request) -> web.Response:
     """The hot path: for a cached tile, no await that can suspend and no thread hop."""
     mi = request.match_info
     svc: SlideService = request.app[SLIDES]
-    try:
-        pyr = await svc.pyramid(mi["id"])
-    except NotReady as exc:
-        return not_ready_response(exc)
+    pyr = _fresh_pyramid(svc, mi["id"])
+    if pyr is None:
+        try:
+            pyr = await svc.pyramid(mi["id"])
+        except NotReady as exc:
+            return not_ready_response(exc)
     k = pyr.dzi_level(int(mi["level"]))
     fmt, q = check_format(mi["fmt"], _quality(request), pyr.quality)
     col, row = int(mi["col"]), int(mi["row"])
@@ -104,29 +123,63 @@ async def dzi_tile(request: web.Request) -> web.Response:
 
 
 # -- IIIF --------------------------------------------------------------------------------
-def _iiif_base(request: web.Request, slide_id: str) -> str:
-    return f"{request.url.origin()}/iiif/3/{slide_id}"
+# IIIF clients build every image URL from info.json's ``id``, so that id names the build:
+# /iiif/3/{slide}~{build}.  Those URLs never change content and are cached immutable; a
+# rebuilt slide gets new ones.  URLs without a build (bookmarked, or older clients)
+# still work, on the current build, but must be revalidated (ETag, 304) on each use.
+BUILD_SEP = "~"
+REVALIDATE = "private, no-cache"
+
+
+def _iiif_base(request: web.Request, pyr: OpenPyramid) -> str:
+    """The slide's stable IIIF identifier (the manifest's own URLs)."""
+    return f"{request.url.origin()}/iiif/3/{pyr.slide_id}"
+
+
+def _iiif_service(request: web.Request, pyr: OpenPyramid) -> str:
+    """The image service of this build: where clients build their image URLs from."""
+    return f"{_iiif_base(request, pyr)}{BUILD_SEP}{pyr.build_id}"
+
+
+async def _iiif_pyramid(request: web.Request) -> OpenPyramid:
+    """The slide's pyramid; with a build in the URL, that build or 404 (rebuilt since)."""
+    mi = request.match_info
+    svc: SlideService = request.app[SLIDES]
+    pyr = _fresh_pyramid(svc, mi["id"]) or await svc.pyramid(mi["id"])
+    build = mi.get("build")
+    if build is None or build == pyr.build_id:
+        return pyr
+    # another process may have rebuilt it since we opened it: look again, at most once a second
+    if time.monotonic() - pyr.opened_at > 1.0:
+        svc.forget(pyr.slide_id)
+        pyr = await svc.pyramid(mi["id"])
+    if build != pyr.build_id:
+        raise NotFound(
+            f"build {build} of slide {pyr.slide_id} is gone (the slide was rebuilt): "
+            f"reload /iiif/3/{pyr.slide_id}/info.json"
+        )
+    return pyr
 
 
 def _jsonld(request: web.Request, doc: dict, context: str) -> web.Response:
     ctype = "application/json"
     if "application/ld+json" in request.headers.get("Accept", ""):
         ctype = f'application/ld+json;profile="{context}"'
-    resp = web.json_response(doc, headers={"Cache-Control": "private, no-cache"})
+    resp = web.json_response(doc, headers={"Cache-Control": REVALIDATE})
     resp.headers["Content-Type"] = ctype
     return resp
 
 
 async def iiif_base(request: web.Request) -> web.Response:
-    raise web.HTTPSeeOther(f"/iiif/3/{request.match_info['id']}/info.json")
+    mi = request.match_info
+    ident = mi["id"] if "build" not in mi else f"{mi['id']}{BUILD_SEP}{mi['build']}"
+    raise web.HTTPSeeOther(f"/iiif/3/{ident}/info.json")
 
 
 @slide_route
 async def iiif_info(request: web.Request) -> web.Response:
-    pyr = await request.app[SLIDES].pyramid(request.match_info["id"])
-    doc = iiif.info_json(
-        _iiif_base(request, pyr.slide_id), pyr.width, pyr.height, pyr.tile, pyr.nlevels
-    )
+    pyr = await _iiif_pyramid(request)
+    doc = iiif.info_json(_iiif_service(request, pyr), pyr.width, pyr.height, pyr.tile, pyr.nlevels)
     resp = _jsonld(request, doc, iiif.CONTEXT)
     resp.headers["Link"] = IIIF_PROFILE_LINK
     return resp
@@ -134,7 +187,7 @@ async def iiif_info(request: web.Request) -> web.Response:
 
 @slide_route
 async def iiif_manifest(request: web.Request) -> web.Response:
-    pyr = await request.app[SLIDES].pyramid(request.match_info["id"])
+    pyr = await _iiif_pyramid(request)
     rec = pyr.record
     meta = {
         "Patient ID": rec.patient_id,
@@ -146,7 +199,8 @@ async def iiif_manifest(request: web.Request) -> web.Response:
         "Microns per pixel": rec.mpp,
         "Size": f"{pyr.width} x {pyr.height}",
     }
-    doc = iiif.manifest(_iiif_base(request, pyr.slide_id), rec.name, pyr.width, pyr.height, meta)
+    base, service = _iiif_base(request, pyr), _iiif_service(request, pyr)
+    doc = iiif.manifest(base, rec.name, pyr.width, pyr.height, meta, service=service)
     return _jsonld(request, doc, iiif.PRESENTATION)
 
 
@@ -154,23 +208,25 @@ async def iiif_manifest(request: web.Request) -> web.Response:
 async def iiif_image(request: web.Request) -> web.Response:
     mi = request.match_info
     svc: SlideService = request.app[SLIDES]
-    pyr = await svc.pyramid(mi["id"])
+    pyr = await _iiif_pyramid(request)
     req = iiif.parse_request(
         mi["region"], mi["size"], mi["rotation"], mi["qf"], pyr.width, pyr.height
     )
+    cache_control = CACHE_CONTROL if "build" in mi else REVALIDATE
     tile = iiif.as_tile(req, pyr.width, pyr.height, pyr.tile, pyr.nlevels)
     if tile is not None:  # exactly one stored tile: the tile path (passthrough for JPEG)
         k, col, row = tile
         etag = f'"{pyr.build_id}.{k}.{col}.{row}.{req.fmt}.{pyr.quality}"'
+    else:
+        etag = f'"{pyr.build_id}.{req.box}.{req.size}.{req.rotation}{req.mirror}.{req.fmt}"'
+        etag = etag.replace(" ", "")
+    if _matches(request, etag):  # the client has it (revalidation): no need to make it
+        data = b""
+    elif tile is not None:
         data = await svc.tiles.tile(pyr, k, col, row, req.fmt, pyr.quality)
     else:
-        etag = (
-            f'"{pyr.build_id}.{req.box}.{req.size}.{req.rotation}{req.mirror}.{req.fmt}"'.replace(
-                " ", ""
-            )
-        )
         data = await _region(svc, pyr, req)
-    resp = image_response(request, data, req.fmt, etag)
+    resp = image_response(request, data, req.fmt, etag, cache_control)
     resp.headers["Link"] = IIIF_PROFILE_LINK
     return resp
 
@@ -222,7 +278,10 @@ async def _associated(svc: SlideService, pyr: OpenPyramid, name: str, size: int 
 
 def routes(sid: str) -> list[Route]:
     """Tile routes first: aiohttp tries the resources under one prefix in order, so
-    the hot ones are matched at the first attempt."""
+    the hot ones are matched at the first attempt.  Each IIIF route exists with the
+    build in the identifier (what info.json hands out) and without (stable URLs)."""
+    pinned = f"{sid}{BUILD_SEP}{{build:[A-Za-z0-9-]+}}"
+    image = "{region}/{size}/{rotation}/{qf}"
     return [
         Route(
             "GET",
@@ -230,10 +289,17 @@ def routes(sid: str) -> list[Route]:
             dzi_tile,
             READ,
         ),
-        Route("GET", f"/iiif/3/{sid}/{{region}}/{{size}}/{{rotation}}/{{qf}}", iiif_image, READ),
+        Route("GET", f"/iiif/3/{pinned}/{image}", iiif_image, READ),
+        Route("GET", f"/iiif/3/{sid}/{image}", iiif_image, READ),
         Route("GET", f"/slides/{sid}.dzi", dzi, READ),
         Route("GET", f"/slides/{sid}/{{name:thumbnail|label|macro}}", associated, READ),
-        Route("GET", f"/iiif/3/{sid}", iiif_base, READ),
-        Route("GET", f"/iiif/3/{sid}/info.json", iiif_info, READ),
-        Route("GET", f"/iiif/3/{sid}/manifest.json", iiif_manifest, READ),
+        *(
+            Route("GET", f"/iiif/3/{ident}{tail}", handler, READ)
+            for ident in (sid, pinned)
+            for tail, handler in (
+                ("", iiif_base),
+                ("/info.json", iiif_info),
+                ("/manifest.json", iiif_manifest),
+            )
+        ),
     ]

@@ -6,7 +6,8 @@ to a spool file instead, so a 2 GB body never sits in memory) and handed to
 ``Archive.store_batch`` every ``BATCH_PARTS`` parts or ``BATCH_BYTES`` bytes:
 one thread hop, one durability barrier pair and one index transaction per
 batch rather than per part.  Batches are stored while the next ones are being
-received, at most ``PARALLEL_BATCHES`` at a time per request.
+received, at most ``PARALLEL_BATCHES`` at a time per request, so a request
+holds at most about (PARALLEL_BATCHES + 1) x BATCH_BYTES of parts in memory.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from vna.web import part_chunks, public_origin
 CHUNK = 1 << 20
 MEMORY_PART = 4 << 20
 BATCH_PARTS = 64
-BATCH_BYTES = 16 << 20
+BATCH_BYTES = 8 << 20
 PARALLEL_BATCHES = 2
 WARNING_COERCION = 0xB000
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import shutil
 import sys
 from collections import Counter
@@ -20,6 +21,8 @@ from vna.settings import Settings
 from vna.slides.access import TileQuietAccessLogger
 
 IMPORT_PARALLEL = 8
+LOOPS = ("auto", "uvloop", "asyncio")
+log = logging.getLogger(__name__)
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
@@ -30,6 +33,12 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dev", action="store_true", help="development mode: no authentication")
     p.add_argument("--tls-cert", dest="tls_cert", help="PEM certificate: serve HTTPS")
     p.add_argument("--tls-key", dest="tls_key", help="PEM private key of --tls-cert")
+    p.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="auto",
+        help="event loop (default auto: uvloop when installed, else asyncio's)",
+    )
 
 
 def _import_args(p: argparse.ArgumentParser) -> None:
@@ -88,7 +97,23 @@ def tls_context(settings: Settings):
     return ctx
 
 
-def _serve_worker(settings: Settings) -> None:
+def event_loop(choice: str = "auto") -> asyncio.AbstractEventLoop:
+    """The serving processes' event loop.  uvloop's costs each request less CPU than
+    asyncio's (measured on the tile path, where the loop and transport are about half
+    of a request: ~10-20% fewer CPU µs a tile); asyncio's when asked for, or when
+    uvloop is not installed (it is optional: no wheels on every platform)."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise SystemExit("vna serve: --loop uvloop, but uvloop is not installed") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def _serve_worker(settings: Settings, loop: str = "auto") -> None:
     """An extra HTTP-only serving process of ``--workers N``."""
     from aiohttp import web
 
@@ -103,6 +128,7 @@ def _serve_worker(settings: Settings) -> None:
         ssl_context=tls_context(settings),
         access_log_class=TileQuietAccessLogger,
         print=None,
+        loop=event_loop(loop),
     )
 
 
@@ -122,8 +148,11 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     # several processes on one port (SO_REUSEPORT): the kernel spreads connections,
     # past what one event loop can serve
     ctx = multiprocessing.get_context("spawn")
+    choice = getattr(args, "loop", "auto")
+    loop = event_loop(choice)
+    log.info("event loop: %s", type(loop).__module__.split(".")[0])
     extra = [
-        ctx.Process(target=_serve_worker, args=(settings,), daemon=True)
+        ctx.Process(target=_serve_worker, args=(settings, choice), daemon=True)
         for _ in range(settings.workers - 1)
     ]
     for proc in extra:
@@ -139,6 +168,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             # records tile reads once per viewer and slide anyway
             access_log_class=TileQuietAccessLogger,
             print=lambda m: print(m, flush=True),
+            loop=loop,
         )
     finally:
         for proc in extra:

@@ -1,0 +1,117 @@
+"""``vna serve`` itself (not the in-process test server): its event loop, and tiles
+served by the extra processes of ``--workers``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.fixtures_server import free_port
+from vna.testdata.slides import default_cache_dir, make_svs
+
+ROOT = str(Path(__file__).resolve().parent.parent)
+VNA = [sys.executable, "-c", "import sys; from vna.cli import main; sys.exit(main())"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, str]:
+    """A data dir holding one built slide."""
+    svs = make_svs(default_cache_dir(), 1100, 700)
+    folder = tmp_path_factory.mktemp("serve") / "data"
+    done = subprocess.run(
+        [*VNA, "slides", "add", str(svs), "--data", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return folder, done.stdout.split()[0]
+
+
+def serve(folder: Path, *args: str) -> tuple[subprocess.Popen, str, Path]:
+    port = free_port()
+    log = folder.parent / f"serve-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*VNA, "serve", "--data", str(folder), "--http", f"127.0.0.1:{port}", "--dimse", ""]
+            + ["--dev", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return proc, url, log
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, "vna serve did not answer"
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize(("choice", "loop"), [("auto", "uvloop"), ("asyncio", "asyncio")])
+def test_serve_answers_tiles_on_its_event_loop(data, choice, loop):
+    folder, slide_id = data
+    proc, url, log = serve(folder, "--loop", choice)
+    try:
+        rec = requests.get(f"{url}/slides/{slide_id}", timeout=30).json()
+        dzi = requests.get(f"{url}/slides/{slide_id}_files/10/0_0.jpeg", timeout=30)
+        assert dzi.status_code == 200 and dzi.content[:2] == b"\xff\xd8"
+        assert rec["build_id"] in dzi.headers["ETag"]
+        info = requests.get(f"{url}/iiif/3/{slide_id}/info.json", timeout=30).json()
+        tile = requests.get(f"{info['id']}/0,0,512,512/256,/0/default.jpg", timeout=30)
+        assert tile.status_code == 200 and tile.content == dzi.content
+    finally:
+        stop(proc)
+    assert f"event loop: {loop}" in log.read_text()
+
+
+def test_every_worker_serves_tiles(data):
+    """--workers 2: both processes listen (SO_REUSEPORT), and whichever the kernel
+    hands a new connection answers the same tile."""
+    folder, slide_id = data
+    proc, url, log = serve(folder, "--workers", "2")
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 60
+        while listeners(port) < 2:  # the second process has bound the port too
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        tile = f"{url}/slides/{slide_id}_files/10/1_0.jpeg"
+        answers = set()
+        for _ in range(40):  # new connections each time: both processes get some
+            resp = requests.get(tile, headers={"Connection": "close"}, timeout=30)
+            assert resp.status_code == 200
+            answers.add(resp.content)
+        assert len(answers) == 1
+        assert listeners(port) == 2  # neither process fell over
+    finally:
+        stop(proc)
+
+
+def listeners(port: int) -> int:
+    """Listening sockets on the port (one per process with SO_REUSEPORT)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "0A" and int(local.split(":")[1], 16) == port:
+            count += 1
+    return count

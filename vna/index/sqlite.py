@@ -279,7 +279,20 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
             raise StorageError("index is not open")
         fut: Future[list[Any]] = Future()
         self._queue.put((self._add_each_sync, (list(recs), DuplicatePolicy(policy)), fut))
-        return [r if isinstance(r, AddOutcome) else _wrap(r) for r in fut.result()]
+        return [r if isinstance(r, AddOutcome) else _wrap(r) for r in self._wait(fut)]
+
+    def _wait(self, fut: Future[T]) -> T:
+        """The writer's answer; an error, not a hang, if it stopped before taking
+        the call (a C-STORE thread still storing while the index closes)."""
+        writer = self._writer
+        while True:
+            try:
+                return fut.result(timeout=1.0)
+            except TimeoutError:
+                if writer is None or not writer.is_alive():
+                    if fut.done():
+                        return fut.result()
+                    raise StorageError("index closed before the write was committed") from None
 
     def _add_each_sync(
         self, conn: sqlite3.Connection, recs: list[InstanceRecord], policy: DuplicatePolicy

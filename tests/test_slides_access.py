@@ -39,3 +39,28 @@ def test_slide_opens_errors_and_the_rest_are_logged():
     assert logged(f"/slides/{SID}_files/99/0_0.jpeg", 404)
     assert logged("/dicom-web/studies")
     assert logged("/slides", 202, "POST")
+
+
+def _line(path: str) -> str:
+    records: list[logging.LogRecord] = []
+    logger = logging.getLogger(f"test-access-line-{path}")
+    logger.setLevel(logging.INFO)
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    TileQuietAccessLogger(logger, web.AccessLogger.LOG_FORMAT).log(
+        make_mocked_request("GET", path), web.Response(status=303), 0.001
+    )
+    [record] = records
+    return record.getMessage()
+
+
+def test_share_tokens_are_blanked_out():
+    token = "q3Zt0y8Xh2kP1-abcDEF_ghiJKLmnoPQRstuVWXyz012"
+    line = _line(f"/share/{token}")
+    assert token not in line
+    assert '"GET /share/[token] HTTP/1.1" 303' in line
+    assert token not in _line(f"/share/{token}?pin=1")
+    # the share session's own routes, and everything else, are logged as they are
+    assert "GET /share/download HTTP/1.1" in _line("/share/download")
+    assert "GET /dicom-web/studies?PatientID=7 HTTP/1.1" in _line("/dicom-web/studies?PatientID=7")

@@ -6,6 +6,9 @@ tile) and a log nobody reads.  Opening a slide (``.dzi``, ``info.json``, the
 manifest, the record) is still logged, which is the audit trail that matters; so
 are errors and every non-tile request.  ``vna serve`` opts in with
 ``web.run_app(..., access_log_class=TileQuietAccessLogger)``.
+
+It also blanks out share link tokens (``/share/TOKEN``): a token opens what was
+shared to whoever holds it, and log files travel further than patient images may.
 """
 
 from __future__ import annotations
@@ -13,13 +16,30 @@ from __future__ import annotations
 import re
 
 from aiohttp import web
-from aiohttp.web_log import AccessLogger
+from aiohttp.web_log import AccessLogger, KeyMethod
 
 # DZI tiles, and IIIF image requests (region/size/rotation/quality.format)
 TILE_PATH = re.compile(r"^/slides/[^/]+_files/|^/iiif/3/[^/]+/[^/]+/[^/]+/[^/]+/[^/]+\.\w+$")
 
 
+SHARE_TOKEN = re.compile(r"^/share/(?!info$|download$)[^/?]+")
+REDACTED = "/share/[token]"
+
+
+def _request_line(request: web.BaseRequest, response: web.StreamResponse, time: float) -> str:
+    """The ``%r`` atom, with any share token blanked out."""
+    if request is None:
+        return "-"
+    path = SHARE_TOKEN.sub(REDACTED, request.path_qs)
+    return f"{request.method} {path} HTTP/{request.version.major}.{request.version.minor}"
+
+
 class TileQuietAccessLogger(AccessLogger):
+    def compile_format(self, log_format: str) -> tuple[str, list[KeyMethod]]:
+        fmt, methods = super().compile_format(log_format)
+        line = self.LOG_FORMAT_MAP["r"]
+        return fmt, [KeyMethod(m.key, _request_line) if m.key == line else m for m in methods]
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         if (
             response.status in (200, 304)

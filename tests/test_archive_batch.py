@@ -4,6 +4,7 @@ failure between blob and row leaves an orphan for fsck, never a dangling row."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -144,3 +145,21 @@ async def test_whole_batch_index_failure(tmp_path: Path) -> None:
         results = await archive.store_batch([td.to_bytes(d) for d in datasets])
         assert [r.outcome for r in results] == [AddOutcome.STORED] * 3
         assert (await fsck(archive)).ok
+
+
+async def test_concurrent_batches_with_the_same_instance(tmp_path: Path) -> None:
+    """The same dataset under two file metas (two senders), stored at the same
+    time: one is stored, the other is a duplicate, and the stored blob is the
+    one its index row describes (no batch overwrites another's blob)."""
+    async for archive in _open(tmp_path):
+        for seed in range(60, 76):
+            ds = td.make_ct(seed=seed)
+            first = td.to_bytes(ds)
+            ds.file_meta.SourceApplicationEntityTitle = "OTHER_SENDER"
+            second = td.to_bytes(ds)
+            assert first != second  # same dataset, different bytes
+            a, b = await asyncio.gather(archive.store_batch([first]), archive.store_batch([second]))
+            outcomes = {a[0].outcome, b[0].outcome}
+            assert outcomes == {AddOutcome.STORED, AddOutcome.DUPLICATE}
+        report = await fsck(archive)
+        assert report.checked == 16 and report.ok, report

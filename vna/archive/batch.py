@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -61,6 +62,33 @@ def supports_blocking(store: Any, index: Any) -> bool:
     return all(hasattr(store, m) for m in ("put_files_blocking", "delete_blocking")) and all(
         hasattr(index, m) for m in ("identities_blocking", "add_batch_blocking")
     )
+
+
+class Inflight:
+    """Identities whose blobs a batch of this process is writing right now.
+
+    Two batches holding the same instance (the same dataset, perhaps under a
+    different file meta) would otherwise both find it absent and both write its
+    key, and the index row of the first could end up describing the bytes of
+    the second.  The second waits for the first instead, then finds it stored."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy: dict[str, threading.Event] = {}
+
+    def claim(self, identity: str) -> threading.Event | None:
+        """None when claimed; else the event set when its holder is done."""
+        with self._lock:
+            if (held := self._busy.get(identity)) is not None:
+                return held
+            self._busy[identity] = threading.Event()
+            return None
+
+    def release(self, identities: list[str]) -> None:
+        with self._lock:
+            done = [self._busy.pop(i) for i in identities if i in self._busy]
+        for event in done:
+            event.set()
 
 
 @dataclass(slots=True)
@@ -102,10 +130,13 @@ def store_paths(
     """Archive the Part-10 files at ``paths`` (each consumed: moved or deleted).
     Blocking: call it from a worker thread.  Never raises for bad input."""
     items = [_prepare(archive, p, expected_study) for p in paths]
+    todo = [it for it in items if it.parsed is not None]
     try:
-        _classify(archive, items)
-        _write_blobs(archive, items)
-        _commit_rows(archive, [it for it in items if it.written], source, site)
+        while todo:  # a second round for what another batch was writing meanwhile
+            waits = _store_round(archive, todo, source, site)
+            for event, _it in waits:
+                event.wait()
+            todo = [it for _event, it in waits]
     finally:
         for it in items:
             if not it.written:
@@ -138,32 +169,61 @@ def _prepare(archive: Archive, path: str, expected_study: str | None) -> _Item:
     return item
 
 
-def _classify(archive: Archive, items: list[_Item]) -> None:
-    """Mark what is to be written: not what the index already holds (duplicate),
-    not a second copy within the batch, not what the ``reject`` policy refuses."""
-    live = [it for it in items if it.parsed is not None]
-    if not live:
-        return
-    uids = sorted({it.parsed.sop_instance_uid for it in live if it.parsed is not None})
+_Waits = list[tuple[threading.Event, _Item]]
+
+
+def _store_round(archive: Archive, items: list[_Item], source: str, site: str | None) -> _Waits:
+    """Classify, write and commit ``items``; returns those held by another batch."""
+    claimed: list[str] = []
+    try:
+        waits = _classify(archive, items, claimed)
+        _write_blobs(archive, items)
+        _commit_rows(archive, [it for it in items if it.written], source, site)
+    finally:
+        archive.inflight.release(claimed)
+    return waits
+
+
+def _classify(archive: Archive, items: list[_Item], claimed: list[str]) -> _Waits:
+    """Mark what is to be written: not a second copy within the batch, not what
+    another batch is writing right now (returned, to wait for), not what the
+    index already holds (duplicate), not what the ``reject`` policy refuses.
+    Claims come before the index is read: a batch that released an identity
+    had committed it, so the read sees it."""
+    seen: dict[str, _Item] = {}
+    waits: _Waits = []
+    mine: list[_Item] = []
+    for it in items:
+        identity = it.parsed.identity if it.parsed is not None else ""
+        if identity in seen:
+            it.twin = seen[identity]
+        elif (held := archive.inflight.claim(identity)) is not None:
+            waits.append((held, it))
+        else:
+            claimed.append(identity)
+            seen[identity] = it
+            mine.append(it)
+    _check_index(archive, mine)
+    return waits
+
+
+def _check_index(archive: Archive, items: list[_Item]) -> None:
+    uids = sorted({it.parsed.sop_instance_uid for it in items if it.parsed is not None})
     try:
         known = cast(BlockingIndex, archive.index).identities_blocking(uids)
     except VnaError as exc:
-        for it in live:
+        for it in items:
             it.result.error = exc
         return
-    seen: dict[str, _Item] = {}
-    for it in live:
+    for it in items:
         p = it.parsed
         assert p is not None
         versions = known.get(p.sop_instance_uid, set())
         if p.identity in versions:
             it.result.outcome = AddOutcome.DUPLICATE
-        elif p.identity in seen:
-            it.twin = seen[p.identity]
         elif versions and archive.policy is DuplicatePolicy.REJECT:
             it.result.error = _conflict(p.sop_instance_uid)
         else:
-            seen[p.identity] = it
             it.write = True
 
 

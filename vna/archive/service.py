@@ -80,6 +80,7 @@ class Archive:
         # a store and index with blocking entry points take the batched path
         # (vna.archive.batch): one thread per batch instead of a hop per step
         self.blocking = batch.supports_blocking(store, index)
+        self.inflight = batch.Inflight()  # identities being written (batched path)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Blocking or CPU work, off the event loop, in the archive's bounded pool."""

@@ -1,6 +1,7 @@
 """Tile serving throughput: vna (disk, --workers 2, S3) vs OpenSlide Deep Zoom, Orthanc WSI, static.
 
     .venv/bin/python benchmarks/tile_throughput.py [--size 40000x30000] [--duration 5] [--runs 3]
+    .venv/bin/python benchmarks/tile_throughput.py --quick   # one short round, to check it runs
 
 A synthetic SVS (``vna.testdata.slides``, cached) is converted once into a vna
 pyramid (``vna slides add``) and, for Orthanc, to DICOM WSI with wsidicomizer.  wrk
@@ -13,11 +14,12 @@ each target getting the same tiles in its own grid:
   tiles in order (what a viewer asks for while panning).
 
 Targets: vna on local disk (1 process, then ``--workers 2``), vna on S3
-(SeaweedFS), optionally ``vna-disk-quietlog`` (the same app with
-``vna.slides.access.TileQuietAccessLogger``, i.e. no access-log line per tile), the anchor OpenSlide Deep Zoom server (DeepZoomGenerator tile 254
+(SeaweedFS), the anchor OpenSlide Deep Zoom server (DeepZoomGenerator tile 254
 overlap 1 in a minimal aiohttp server with a thread pool, JPEG quality 75 as in
 OpenSlide's example), Orthanc's WSI plugin (Debian ``orthanc-wsi``), and a static
-upper bound (the vna tiles pre-fetched and served by aiohttp from memory).
+upper bound (the vna tiles pre-fetched and served by aiohttp from memory).  The
+Python servers all run on one kind of event loop (``--loop``, as ``vna serve
+--loop``: uvloop when installed), so the ratios compare servers, not loops.
 All targets run at once; for each pattern every target gets a warm-up, then
 ``--runs`` rounds visit the targets in turn (so bursts of other work on the machine
 hit all of them alike).  Tiles/s and latencies are medians.  CPU is the server's
@@ -220,6 +222,8 @@ def vna_target(
     port = free_port()
     args = [
         "serve",
+        "--loop",
+        LOOP[0],
         "--data",
         str(data),
         "--http",
@@ -314,7 +318,25 @@ def copy_index(src: Path, dest: Path) -> None:
         a.backup(b)
 
 
-OPENSLIDE_SERVER = r"""
+LOOP = ["auto"]  # --loop: the event loop of every Python server (set in main)
+
+# the event loop ``vna serve --loop`` would use, for the comparison servers too
+SCRIPT_LOOP = r"""
+def event_loop(choice):
+    import asyncio
+    if choice != "asyncio":
+        try:
+            import uvloop
+            return uvloop.new_event_loop()
+        except ImportError:
+            if choice == "uvloop":
+                raise
+    return asyncio.new_event_loop()
+"""
+
+OPENSLIDE_SERVER = (
+    SCRIPT_LOOP
+    + r"""
 import asyncio, io, sys
 from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
@@ -338,25 +360,14 @@ async def handler(request):
 
 app = web.Application()
 app.router.add_get("/slide_files/{level}/{col}_{row}.jpeg", handler)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None,
+            loop=event_loop(sys.argv[3]))
 """
+)
 
-# vna's app exactly as ``vna serve`` runs it (1 process), but with the access logger
-# that skips tile reads (vna.slides.access), until ``vna serve`` uses it
-VNA_QUIET_SERVER = r"""
-import logging, sys
-from aiohttp import web
-from vna.app import create_app
-from vna.settings import Settings
-from vna.slides.access import TileQuietAccessLogger
-
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-settings = Settings(data=sys.argv[1], http=f"127.0.0.1:{sys.argv[2]}", dimse="", dev=True)
-web.run_app(create_app(settings), host="127.0.0.1", port=int(sys.argv[2]), print=None,
-            access_log_class=TileQuietAccessLogger)
-"""
-
-STATIC_SERVER = r"""
+STATIC_SERVER = (
+    SCRIPT_LOOP
+    + r"""
 import json, sys
 from aiohttp import web
 index = json.load(open(sys.argv[1] + ".json"))
@@ -368,8 +379,10 @@ async def handler(request):
 
 app = web.Application()
 app.router.add_get("/{tail:.*}", handler)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None,
+            loop=event_loop(sys.argv[3]))
 """
+)
 
 
 @contextmanager
@@ -380,7 +393,8 @@ def script_target(
     script = work / f"{name}.py"
     script.write_text(code)
     log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - closed in finally, after the process
-    proc = subprocess.Popen([sys.executable, str(script), *args, str(port)], stdout=log, stderr=log)
+    cmd = [sys.executable, str(script), *args, str(port), LOOP[0]]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log)
     try:
         wait_http(f"http://127.0.0.1:{port}{url(0, 0, 0)}", proc)
         yield Target(name, f"http://127.0.0.1:{port}", proc.pid, url)
@@ -600,10 +614,20 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument(
         "--targets",
-        default="static,vna-disk,vna-disk-quietlog,vna-disk-w2,vna-s3,openslide-dz,orthanc-wsi",
+        default="static,vna-disk,vna-disk-w2,vna-s3,openslide-dz,orthanc-wsi",
     )
+    ap.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop of vna serve and of the Python comparison servers",
+    )
+    ap.add_argument("--quick", action="store_true", help="1 round of 2 s: does it run?")
     ap.add_argument("--cache", default=str(default_cache_dir()))
     args = ap.parse_args()
+    if args.quick:
+        args.duration, args.warmup, args.runs = 2.0, 1.0, 1
+    LOOP[0] = args.loop
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
@@ -631,7 +655,8 @@ def main() -> int:
                     print(f"  skipped: {exc}", file=sys.stderr)
             results = measure(targets, lists, work, args, lua)
     print(f"\nTile throughput, {w}x{h} synthetic SVS, wrk -c{args.connections}, "
-          f"{args.runs} x {args.duration:g} s per pattern (median), {os.cpu_count()} cores\n")  # fmt: skip
+          f"{args.runs} x {args.duration:g} s per pattern (median), {os.cpu_count()} cores, "
+          f"event loop {loop_name(args.loop)}\n")  # fmt: skip
     print(
         f"load average at the end (other work on the machine skews tiles/s): {os.getloadavg()[0]:.1f}\n"
     )
@@ -639,6 +664,16 @@ def main() -> int:
     print("\nGoals:")
     print("\n".join(goals(results)))
     return 0
+
+
+def loop_name(choice: str) -> str:
+    if choice == "auto":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            return "asyncio"
+        return "uvloop"
+    return choice
 
 
 def make_target(name: str, slide: Slide, lists: dict, cache: Path, work: Path):  # type: ignore[no-untyped-def]
@@ -655,9 +690,6 @@ def make_target(name: str, slide: Slide, lists: dict, cache: Path, work: Path): 
         return orthanc_target(slide, cache, work)
     if name == "static":
         return static_target(slide, lists, work)
-    if name == "vna-disk-quietlog":
-        url = dzi_url(slide.vna_id, w, h)
-        return script_target(name, VNA_QUIET_SERVER, [str(slide.vna_data)], url, work)
     raise SystemExit(f"unknown target {name}")
 
 

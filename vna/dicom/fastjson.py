@@ -6,7 +6,7 @@ raw bytes and produces *exactly* what ``metadata.dataset_json_pydicom`` gives fo
 the same dataset (tests/test_dicom_fastjson.py compares the two over every
 generated and every pydicom test file).  It copies pydicom's conversion rules
 (values.py, valuerep.py, jsonrep.py) VR by VR; whenever a value is outside the
-cases copied here -- an escape sequence, a multi-byte character set, an ambiguous
+cases copied here -- an undecodable value, an unknown character set, an ambiguous
 or unknown implicit VR, an explicit UN, a number string pydicom would repair, a
 duplicate tag, big endian -- it raises ``Unsupported`` and the caller uses
 pydicom for the whole dataset.  Declining is always safe; guessing never is.
@@ -20,8 +20,10 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from pydicom.charset import python_encoding
+from pydicom.charset import convert_encodings, python_encoding
 from pydicom.datadict import dictionary_VR
+from pydicom.multival import MultiValue
+from pydicom.values import convert_PN, convert_single_string, convert_string, convert_text
 
 from vna.dicom.walk import Element
 
@@ -100,22 +102,30 @@ def _implicit_vr(tag: int) -> str:
     return vr
 
 
-def charset_codec(raw: bytes) -> str:
-    """The Python codec pydicom decodes text with under this Specific Character Set
-    value (its first term), or Unsupported.  Present but empty means the default,
-    even in an item whose enclosing dataset has another (as pydicom reads it)."""
+# How text is decoded: one Python codec, decoded here (single-byte sets, UTF-8);
+# or pydicom's list of encodings (code extensions: ISO 2022 escape sequences,
+# multi-byte sets), whose values go through pydicom's own converters one by one,
+# so they come out exactly as pydicom reads them without parsing the whole
+# dataset with pydicom (Korean and Japanese hospitals send these every day).
+Codec = str | tuple[str, ...]
+
+
+def charset_codec(raw: bytes) -> Codec:
+    """How pydicom decodes text under this Specific Character Set value, or
+    Unsupported.  Present but empty means the default, even in an item whose
+    enclosing dataset has another (as pydicom reads it)."""
     terms = raw.decode("latin-1").rstrip(" \x00").split("\\")
     if terms == [""]:
         return DEFAULT_CODEC
-    if any(t not in python_encoding for t in terms[1:]):
+    if any(t not in python_encoding for t in terms[1:]) or terms[0] not in python_encoding:
         raise Unsupported("unknown character set term")
-    codec = python_encoding.get(terms[0] or "ISO_IR 6")
-    if codec not in _SAFE_CODECS:
-        raise Unsupported(f"character set {terms[0]!r}")
-    return codec
+    codec = python_encoding[terms[0] or "ISO_IR 6"]
+    if len(terms) == 1 and codec in _SAFE_CODECS:
+        return codec
+    return tuple(convert_encodings(convert_string(raw, True)))
 
 
-def _decode(raw: bytes, codec: str) -> str:
+def _decode(raw: bytes, codec: Codec) -> str:
     if b"\x1b" in raw:
         raise Unsupported("escape sequence")
     try:
@@ -144,10 +154,31 @@ def _ds(raw: bytes) -> list[float] | None:
     return [float(p) for p in parts]
 
 
-def _pn(raw: bytes, codec: str) -> list[dict[str, str]] | None:
+def _pydicom_values(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, MultiValue) else [value]
+
+
+def _pn_extended(raw: bytes, codec: tuple[str, ...]) -> list[dict[str, str]]:
+    out = []
+    for name in _pydicom_values(convert_PN(raw, list(codec))):
+        comps = name.components
+        if not comps:
+            raise Unsupported("empty person name in a value pydicom cannot convert")
+        entry = {"Alphabetic": comps[0]}
+        if len(comps) > 1:
+            entry["Ideographic"] = comps[1]
+        if len(comps) > 2:
+            entry["Phonetic"] = comps[2]
+        out.append(entry)
+    return out
+
+
+def _pn(raw: bytes, codec: Codec) -> list[dict[str, str]] | None:
     stripped = raw.rstrip(b"\x00 ")
     if not stripped:
         return None
+    if isinstance(codec, tuple):
+        return _pn_extended(raw, codec)
     out = []
     for name in _decode(stripped, codec).split("\\"):
         groups = name.split("=")
@@ -165,37 +196,43 @@ def _pn(raw: bytes, codec: str) -> list[dict[str, str]] | None:
 
 
 # The Value of each string VR, as pydicom's converter + DataElement give it.
-def _string(raw: bytes, codec: str) -> list[str] | None:  # AS CS DA DT TM: convert_string
+def _string(raw: bytes, codec: Codec) -> list[str] | None:  # AS CS DA DT TM: convert_string
     text = raw.decode("latin-1").rstrip(" \x00")
     return text.split("\\") if text else None
 
 
-def _text(raw: bytes, codec: str) -> list[str] | None:  # SH LO UC: convert_text
-    values = [v.rstrip("\x00 ") for v in _decode(raw, codec).split("\\")]
+def _text(raw: bytes, codec: Codec) -> list[str] | None:  # SH LO UC: convert_text
+    if isinstance(codec, tuple):
+        values = _pydicom_values(convert_text(raw, list(codec)))
+    else:
+        values = [v.rstrip("\x00 ") for v in _decode(raw, codec).split("\\")]
     return values if len(values) > 1 or values[0] else None
 
 
-def _single(raw: bytes, codec: str) -> list[str] | None:  # LT ST UT: convert_single_string
-    text = _decode(raw, codec).rstrip("\x00 ")
+def _single(raw: bytes, codec: Codec) -> list[str] | None:  # LT ST UT
+    if isinstance(codec, tuple):
+        text = convert_single_string(raw, list(codec))
+    else:
+        text = _decode(raw, codec).rstrip("\x00 ")
     return [text] if text else None
 
 
-def _ui(raw: bytes, codec: str) -> list[str] | None:  # convert_UI, then UID() strips
+def _ui(raw: bytes, codec: Codec) -> list[str] | None:  # convert_UI, then UID() strips
     text = raw.decode("latin-1").rstrip("\x00 ")
     return [v.strip() for v in text.split("\\")] if text else None
 
 
-def _ae(raw: bytes, codec: str) -> list[str] | None:  # convert_AE_string
+def _ae(raw: bytes, codec: Codec) -> list[str] | None:  # convert_AE_string
     values = [v.strip() for v in raw.decode("latin-1").split("\\")]
     return values if len(values) > 1 or values[0] else None
 
 
-def _ur(raw: bytes, codec: str) -> list[str] | None:  # convert_UR_string: one value
+def _ur(raw: bytes, codec: Codec) -> list[str] | None:  # convert_UR_string: one value
     text = raw.decode("latin-1").rstrip()
     return [text] if text else None
 
 
-def _at(raw: bytes, codec: str) -> list[str] | None:
+def _at(raw: bytes, codec: Codec) -> list[str] | None:
     if len(raw) % 4:
         raise Unsupported("AT value of odd length")
     pairs = struct.unpack(f"<{len(raw) // 2}H", raw)
@@ -205,7 +242,7 @@ def _at(raw: bytes, codec: str) -> list[str] | None:
 def _number_converter(vr: str) -> Callable[[bytes, str], list[Any] | None]:
     fmt, size = _NUMBER_FORMATS[vr]
 
-    def convert(raw: bytes, codec: str) -> list[Any] | None:
+    def convert(raw: bytes, codec: Codec) -> list[Any] | None:
         n, rest = divmod(len(raw), size)
         if rest:
             raise Unsupported("number value of odd length")
@@ -230,7 +267,7 @@ _CONVERTERS: dict[str, Callable[[bytes, str], list[Any] | None]] = {
 }
 
 
-def value_json(vr: str, raw: bytes, codec: str) -> dict[str, Any]:
+def value_json(vr: str, raw: bytes, codec: Codec) -> dict[str, Any]:
     """The JSON of a non-sequence value that is not bulk data."""
     convert = _CONVERTERS.get(vr)
     if convert is not None:
@@ -268,7 +305,7 @@ class FastDecoder:
         return out
 
     def dataset(
-        self, pos: int, end: int, path: list[str], codec: str, depth: int, *, delimited: bool
+        self, pos: int, end: int, path: list[str], codec: Codec, depth: int, *, delimited: bool
     ) -> tuple[dict[str, Any], int]:
         """Elements from ``pos`` to ``end`` (or, ``delimited``, to the item delimiter);
         returns the JSON and the offset after them.  One long loop on purpose: it
@@ -361,7 +398,7 @@ class FastDecoder:
         return {"vr": vr, "BulkDataURI": self.prefix + "/".join([*path, _key(tag)])}
 
     def _undefined(
-        self, tag: int, vr: str, start: int, path: list[str], codec: str, depth: int
+        self, tag: int, vr: str, start: int, path: list[str], codec: Codec, depth: int
     ) -> tuple[dict[str, Any], int]:
         if vr == "SQ":
             return self._items(tag, start, None, path, codec, depth)
@@ -383,13 +420,13 @@ class FastDecoder:
             pos += 8 + length
 
     def _sequence(
-        self, tag: int, start: int, stop: int, path: list[str], codec: str, depth: int
+        self, tag: int, start: int, stop: int, path: list[str], codec: Codec, depth: int
     ) -> dict[str, Any]:
         found, _ = self._items(tag, start, stop, path, codec, depth)
         return found
 
     def _items(
-        self, tag: int, pos: int, stop: int | None, path: list[str], codec: str, depth: int
+        self, tag: int, pos: int, stop: int | None, path: list[str], codec: Codec, depth: int
     ) -> tuple[dict[str, Any], int]:
         """The items of a sequence ending at ``stop`` (or at its delimiter)."""
         if depth >= MAX_DEPTH:

@@ -65,14 +65,12 @@ async def session_principal(request: web.Request) -> Principal | None:
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         return None
-    index = request.app[INDEX]
-    session = await index.get_session(sha256_hex(cookie))
-    if session is None:
+    found = await request.app[INDEX].session_user(sha256_hex(cookie))
+    if found is None:
         raise Unauthorized("session expired or signed out")
-    try:
-        user = await index.get_user(session.user_name)
-    except NotFound:
-        raise Unauthorized("session of a removed user") from None
+    session, user = found
+    if user is None:
+        raise Unauthorized("session of a removed user")
     if user.disabled:
         raise Unauthorized("user disabled")
     return Principal("user", user.name, user.role, sites_of(user.site), csrf=session.csrf)

@@ -190,6 +190,15 @@ def get_session(conn: Conn, token_sha256: str, now: float) -> SessionRecord | No
     )
 
 
+def session_user(
+    conn: Conn, token_sha256: str, now: float
+) -> tuple[SessionRecord, UserRecord | None] | None:
+    """A live session and its user (None when removed), in one read: every request
+    of a signed-in browser (dozens per pan of a slide) asks for both."""
+    session = get_session(conn, token_sha256, now)
+    return None if session is None else (session, get_user(conn, session.user_name))
+
+
 def drop_session(conn: Conn, token_sha256: str) -> None:
     conn.execute("DELETE FROM sessions WHERE token_sha256 = ?", (token_sha256,))
 
@@ -313,6 +322,9 @@ class SecurityIndex(Protocol):
     async def revoke_key(self, key_id: str) -> None: ...
     async def add_session(self, session: SessionRecord) -> None: ...
     async def get_session(self, token_sha256: str) -> SessionRecord | None: ...
+    async def session_user(
+        self, token_sha256: str
+    ) -> tuple[SessionRecord, UserRecord | None] | None: ...
     async def drop_session(self, token_sha256: str) -> None: ...
     async def login_failures(self, client: str) -> tuple[int, float]: ...
     async def add_login_failure(self, client: str) -> int: ...
@@ -373,6 +385,11 @@ class SecurityMixin:
 
     async def get_session(self, token_sha256: str) -> SessionRecord | None:
         return await self._read(get_session, token_sha256, time.time())
+
+    async def session_user(
+        self, token_sha256: str
+    ) -> tuple[SessionRecord, UserRecord | None] | None:
+        return await self._read(session_user, token_sha256, time.time())
 
     async def drop_session(self, token_sha256: str) -> None:
         await self._write(drop_session, token_sha256)

@@ -68,6 +68,8 @@ class RecentViews:
     def __init__(self) -> None:
         self._at: dict[Hashable, float] = {}
         self._prune_at = PRUNE_AT
+        # per route: "slide" or "sop" for views of one, "" for anything else
+        self.kind: dict[web.AbstractRoute, str] = {}
 
     def fresh(self, key: Hashable, now: float) -> bool:
         last = self._at.get(key)
@@ -94,19 +96,37 @@ def _recent_views(trail: AuditTrail) -> RecentViews:
     return recent
 
 
+def _view_kind(request: web.Request, recent: RecentViews, permission: str) -> str:
+    """What the route views, worked out once per route (it depends on nothing else)."""
+    route = request.match_info.route
+    kind = recent.kind.get(route)
+    if kind is None:
+        if route.resource is None:
+            return ""  # a 404 or 405: a new route object each time, not worth keeping
+        path = route.resource.canonical
+        kind = ""
+        if action_of(request, permission, path) == "view":
+            kind = "slide" if path.startswith(SLIDE_PREFIXES) else "sop"
+        recent.kind[route] = kind
+    return kind
+
+
 def _record_view(request: web.Request, trail: AuditTrail, permission: str, status: int) -> bool:
     """Record a view unless it repeats one recorded within the window; False when
-    the request is not a view (the caller records it)."""
-    route = request.match_info.route.resource
-    if route is None:
-        return False
-    path = route.canonical
-    if action_of(request, permission, path) != "view":
-        return False
-    p = request.get(PRINCIPAL)
-    sop, slide = object_of(request, path)
-    key = view_key(p.kind if p else "anonymous", p.name if p else "anonymous", sop, slide, status)
+    the request is not a view (the caller records it).  Every request of a viewer
+    comes through here: it is kept to a few lookups (measured: each µs here is a
+    few percent of the tile server's throughput)."""
     recent = _recent_views(trail)
+    kind = _view_kind(request, recent, permission)
+    if not kind:
+        return False
+    info = request.match_info
+    what = info.get("id") if kind == "slide" else _sop_of(request)
+    try:  # Request.get is a pure-Python Mapping.get: this is cheaper
+        p = request[PRINCIPAL]
+        key: Hashable = (p.kind, p.name, what, outcome_of(status))
+    except (KeyError, AttributeError):  # refused before anyone was recognised
+        key = ("anonymous", "anonymous", what, outcome_of(status))
     now = time.time()
     if recent.fresh(key, now):
         return True
@@ -158,14 +178,19 @@ async def _patient_of(request: web.Request) -> str | None:
     return str(values[0]) if values else None
 
 
-def object_of(request: web.Request, route: str) -> tuple[str | None, str | None]:
-    """(SOP instance UID, slide id) the request is about, from its path or query."""
-    info = request.match_info
-    sop = info.get("instance")
+def _sop_of(request: web.Request) -> str | None:
+    sop = request.match_info.get("instance")
     if not sop and request.query_string:
         sop = _first(request.query, "SOPInstanceUID", "00080018", "objectUID")
-    slide = info.get("id") if route.startswith(SLIDE_PREFIXES) else None
-    return sop, slide
+    return sop
+
+
+def object_of(request: web.Request, route: str) -> tuple[str | None, str | None]:
+    """(SOP instance UID, slide id) the request is about: a slide route's is the
+    slide (its {id}); any other's an instance, from its path or query."""
+    if route.startswith(SLIDE_PREFIXES):
+        return None, request.match_info.get("id")
+    return _sop_of(request), None
 
 
 def view_key(who_kind: str, who: str, sop: str | None, slide: str | None, status: int) -> Hashable:

@@ -13,6 +13,7 @@ shared to whoever holds it, and log files travel further than patient images may
 
 from __future__ import annotations
 
+import logging
 import re
 
 from aiohttp import web
@@ -35,6 +36,12 @@ def _request_line(request: web.BaseRequest, response: web.StreamResponse, time: 
 
 
 class TileQuietAccessLogger(AccessLogger):
+    def __init__(self, logger: logging.Logger, log_format: str = AccessLogger.LOG_FORMAT) -> None:
+        super().__init__(logger, log_format)
+        # aiohttp caches compiled formats by format string for every AccessLogger class
+        # alike: whichever compiled first would win, and a plain one would leak tokens
+        self._log_format, self._methods = self.compile_format(log_format)
+
     def compile_format(self, log_format: str) -> tuple[str, list[KeyMethod]]:
         fmt, methods = super().compile_format(log_format)
         line = self.LOG_FORMAT_MAP["r"]

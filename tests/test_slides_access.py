@@ -64,3 +64,11 @@ def test_share_tokens_are_blanked_out():
     # the share session's own routes, and everything else, are logged as they are
     assert "GET /share/download HTTP/1.1" in _line("/share/download")
     assert "GET /dicom-web/studies?PatientID=7 HTTP/1.1" in _line("/dicom-web/studies?PatientID=7")
+
+
+def test_tokens_are_blanked_whichever_logger_was_made_first():
+    """aiohttp caches compiled log formats across logger classes: a plain logger
+    made first (as the test servers' are) must not make ours log tokens."""
+    web.AccessLogger(logging.getLogger("test-access-plain"), web.AccessLogger.LOG_FORMAT)
+    token = "Zq3t0y8Xh2kP1-abcDEF_ghiJKLmnoPQRstuVWXyz012"
+    assert token not in _line(f"/share/{token}")

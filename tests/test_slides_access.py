@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from vna.slides.access import TileQuietAccessLogger
+from vna.slides.access import REDACTED, TileQuietAccessLogger
 
 SID = "0123456789abcdef0123456789abcdef"
 
@@ -69,6 +69,17 @@ def test_share_tokens_are_blanked_out():
 def test_tokens_are_blanked_whichever_logger_was_made_first():
     """aiohttp caches compiled log formats across logger classes: a plain logger
     made first (as the test servers' are) must not make ours log tokens."""
-    web.AccessLogger(logging.getLogger("test-access-plain"), web.AccessLogger.LOG_FORMAT)
+    fmt = '%a "%r" %s (a format no other test compiles)'
+    web.AccessLogger(logging.getLogger("test-access-plain"), fmt)
+    records: list[logging.LogRecord] = []
+    logger = logging.getLogger("test-access-after-plain")
+    logger.setLevel(logging.INFO)
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
     token = "Zq3t0y8Xh2kP1-abcDEF_ghiJKLmnoPQRstuVWXyz012"
-    assert token not in _line(f"/share/{token}")
+    TileQuietAccessLogger(logger, fmt).log(
+        make_mocked_request("GET", f"/share/{token}"), web.Response(status=303), 0.001
+    )
+    [record] = records
+    assert token not in record.getMessage() and REDACTED in record.getMessage()

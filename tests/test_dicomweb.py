@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom.uid import JPEGBaseline8Bit, JPEGLSLossless
 
 import vna.dicom
+from tests.fixtures_server import make_settings, start_server
 from vna.testdata import dicom as td
 
 
@@ -310,8 +312,14 @@ def test_qido_matching_over_http(fs_server):
     assert "00081030" in inc  # StudyDescription
 
 
-def test_delete_and_cors(fs_server):
-    fs_server.settings.cors_origins.append("http://viewer.example")
+@pytest.fixture
+def cors_server(tmp_path: Path):
+    settings = make_settings(tmp_path / "data", cors_origins=["http://viewer.example"])
+    yield from start_server(settings)
+
+
+def test_delete_and_cors(cors_server):
+    fs_server = cors_server
     ds = td.make_ct(seed=8)
     assert stow(fs_server, [td.to_bytes(ds)]).status_code == 200
     r = _qido(fs_server)

@@ -111,7 +111,10 @@ def test_every_protected_route_answers_401_without_credentials(secure_server):
     # the DICOMweb, slide, audit and admin routes are all among them
     assert len(checked) >= 40
     paths = " ".join(u for _m, u in checked)
-    for piece in ("/dicom-web/studies", "/slides", "/api/audit", "/iiif/3/", "/api/whoami"):
+    for piece in (
+        "/dicom-web/studies", "/slides", "/api/audit", "/iiif/3/", "/api/whoami",
+        "/api/shares", "/share/download",
+    ):  # fmt: skip
         assert piece in paths
     assert requests.get(secure_server.url + "/healthz", timeout=30).status_code == 200
     assert requests.get(secure_server.url + "/login", timeout=30).status_code == 200

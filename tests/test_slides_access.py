@@ -12,17 +12,22 @@ from vna.slides.access import REDACTED, TileQuietAccessLogger
 SID = "0123456789abcdef0123456789abcdef"
 
 
-def logged(path: str, status: int = 200, method: str = "GET") -> bool:
+def log_lines(path: str, status: int = 200, method: str = "GET", fmt: str = "%r %s") -> list[str]:
+    """What the logger writes for one request (nothing, or one line)."""
     records: list[logging.LogRecord] = []
-    logger = logging.getLogger(f"test-access-{path}-{status}")
+    logger = logging.getLogger(f"test-access-{path}-{status}-{fmt}")
     logger.setLevel(logging.INFO)
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
     logger.addHandler(handler)
-    TileQuietAccessLogger(logger, "%r %s").log(
+    TileQuietAccessLogger(logger, fmt).log(
         make_mocked_request(method, path), web.Response(status=status), 0.001
     )
-    return bool(records)
+    return [r.getMessage() for r in records]
+
+
+def logged(path: str, status: int = 200, method: str = "GET") -> bool:
+    return bool(log_lines(path, status, method))
 
 
 def test_tiles_are_not_logged():
@@ -42,17 +47,8 @@ def test_slide_opens_errors_and_the_rest_are_logged():
 
 
 def _line(path: str) -> str:
-    records: list[logging.LogRecord] = []
-    logger = logging.getLogger(f"test-access-line-{path}")
-    logger.setLevel(logging.INFO)
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger.addHandler(handler)
-    TileQuietAccessLogger(logger, web.AccessLogger.LOG_FORMAT).log(
-        make_mocked_request("GET", path), web.Response(status=303), 0.001
-    )
-    [record] = records
-    return record.getMessage()
+    [line] = log_lines(path, 303, fmt=web.AccessLogger.LOG_FORMAT)
+    return line
 
 
 def test_share_tokens_are_blanked_out():

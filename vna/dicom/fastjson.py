@@ -158,19 +158,16 @@ def _pydicom_values(value: Any) -> list[Any]:
     return list(value) if isinstance(value, MultiValue) else [value]
 
 
+def _pn_entry(groups: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """One person name's JSON object from its component groups, as pydicom's."""
+    if not groups:
+        raise Unsupported("empty person name in a value pydicom cannot convert")
+    return dict(zip(("Alphabetic", "Ideographic", "Phonetic"), groups, strict=False))
+
+
 def _pn_extended(raw: bytes, codec: tuple[str, ...]) -> list[dict[str, str]]:
-    out = []
-    for name in _pydicom_values(convert_PN(raw, list(codec))):
-        comps = name.components
-        if not comps:
-            raise Unsupported("empty person name in a value pydicom cannot convert")
-        entry = {"Alphabetic": comps[0]}
-        if len(comps) > 1:
-            entry["Ideographic"] = comps[1]
-        if len(comps) > 2:
-            entry["Phonetic"] = comps[2]
-        out.append(entry)
-    return out
+    values = _pydicom_values(convert_PN(raw, list(codec)))
+    return [_pn_entry(name.components) for name in values]
 
 
 def _pn(raw: bytes, codec: Codec) -> list[dict[str, str]] | None:
@@ -184,14 +181,7 @@ def _pn(raw: bytes, codec: Codec) -> list[dict[str, str]] | None:
         groups = name.split("=")
         while groups and not groups[-1]:
             groups.pop()
-        if not groups:
-            raise Unsupported("empty person name in a value pydicom cannot convert")
-        entry = {"Alphabetic": groups[0]}
-        if len(groups) > 1:
-            entry["Ideographic"] = groups[1]
-        if len(groups) > 2:
-            entry["Phonetic"] = groups[2]
-        out.append(entry)
+        out.append(_pn_entry(groups))
     return out
 
 

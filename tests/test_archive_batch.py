@@ -13,8 +13,10 @@ import pytest
 
 from tests.fixtures_server import BACKENDS, storage_for
 from vna.archive import Archive
+from vna.archive.instance import blob_key
 from vna.archive.maintenance import fsck
 from vna.archive.runtime import open_archive
+from vna.dicom import parse_part10
 from vna.errors import Conflict, InvalidDicom, StorageError, StudyMismatch
 from vna.index.base import AddOutcome, DuplicatePolicy
 from vna.settings import Settings
@@ -163,3 +165,31 @@ async def test_concurrent_batches_with_the_same_instance(tmp_path: Path) -> None
             assert outcomes == {AddOutcome.STORED, AddOutcome.DUPLICATE}
         report = await fsck(archive)
         assert report.checked == 16 and report.ok, report
+
+
+async def test_a_blob_written_by_another_process_is_kept_and_described(tmp_path: Path) -> None:
+    """Another process (a second ``--workers`` process, ``vna import``) wrote the
+    same dataset under another file meta and has not committed its row yet: the
+    blob it wrote is kept, not replaced, and the row committed here describes
+    those bytes, so whichever row wins, reads verify."""
+    async for archive in _open(tmp_path):
+        ds = td.make_ct(seed=80)
+        ours = td.to_bytes(ds)
+        ds.file_meta.SourceApplicationEntityTitle = "OTHER_PROCESS"
+        ds.file_meta.ImplementationVersionName = "OTHER_1.0_LONGER"
+        theirs = td.to_bytes(ds)
+        spooled = tmp_path / "theirs.dcm"
+        spooled.write_bytes(theirs)
+        key = blob_key(parse_part10(str(spooled)))
+        await archive.store.put(key, theirs)  # their blob, their row not yet committed
+
+        [result] = await archive.store_batch([ours])
+        assert result.ok and result.outcome is AddOutcome.STORED
+        rec = await archive.index.get(ds.SOPInstanceUID)
+        assert rec.blob_key == key
+        assert await archive.read_instance(rec) == theirs  # kept, and its checksum holds
+        assert rec.size == len(theirs)
+        frames = await archive.read_frames(rec, [1])  # offsets are those of their bytes
+        assert frames == [ds.PixelData]
+        report = await fsck(archive)
+        assert report.checked == 1 and report.ok, report

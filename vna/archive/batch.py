@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from vna.archive.instance import StoreResult, blob_key, prepare_file, unlink_quietly
-from vna.dicom import ParsedInstance
+from vna.dicom import ParsedInstance, parse_part10
 from vna.errors import Conflict, StorageError, StudyMismatch, VnaError
 from vna.index.base import AddOutcome, DuplicatePolicy, InstanceRecord
 from vna.storage.base import BlobInfo
@@ -44,6 +44,8 @@ class BlockingStore(Protocol):
     """What a blob store offers for the batched path (``FileStore`` does)."""
 
     def put_files_blocking(self, items: list[tuple[str, str]]) -> list[BlobInfo | VnaError]: ...
+
+    def local_path_blocking(self, key: str) -> str: ...
 
     def delete_blocking(self, key: str) -> None: ...
 
@@ -59,7 +61,8 @@ class BlockingIndex(Protocol):
 
 
 def supports_blocking(store: Any, index: Any) -> bool:
-    return all(hasattr(store, m) for m in ("put_files_blocking", "delete_blocking")) and all(
+    methods = ("put_files_blocking", "local_path_blocking", "delete_blocking")
+    return all(hasattr(store, m) for m in methods) and all(
         hasattr(index, m) for m in ("identities_blocking", "add_batch_blocking")
     )
 
@@ -236,8 +239,21 @@ def _write_blobs(archive: Archive, items: list[_Item]) -> None:
     for it, answer in zip(todo, answers, strict=True):
         if isinstance(answer, VnaError):
             it.result.error = answer
-        else:
-            it.written = True
+            continue
+        it.written = True
+        if answer.existed:
+            _adopt(store, it)
+
+
+def _adopt(store: BlockingStore, it: _Item) -> None:
+    """The key already held this dataset, written by a concurrent store in another
+    process (perhaps under another file meta) and kept: the row must describe
+    those bytes (checksum, size, frame offsets), so they are parsed."""
+    try:
+        it.parsed = parse_part10(store.local_path_blocking(it.key))
+    except (VnaError, OSError) as exc:
+        it.result.error = StorageError(f"cannot read the blob already stored: {exc}")
+        it.written = False
 
 
 def _commit_rows(archive: Archive, items: list[_Item], source: str, site: str | None) -> None:

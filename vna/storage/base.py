@@ -18,6 +18,9 @@ class BlobInfo:
     key: str
     size: int
     mtime: float  # seconds since the epoch, last modification
+    # set by FileStore.put_files_blocking when the key already held a blob, which
+    # it keeps (no replace): the caller's bytes were not written
+    existed: bool = False
 
 
 @runtime_checkable

@@ -246,21 +246,46 @@ class FileStore:
                     raise
 
     def _move_many(self, items: list[tuple[str, str, str]]) -> list[BlobInfo | VnaError]:
-        """Rename spool files (same filesystem) into place: one barrier makes every
-        file's data durable before any name points at it, one more makes the
-        names durable before the caller is answered."""
+        """Move spool files (same filesystem) into place without replacing a blob
+        already there: one barrier makes every file's data durable before any name
+        points at it, one more makes the names durable before the caller is answered."""
         self._barrier()
         out: list[BlobInfo | VnaError] = []
         for key, src, final in items:
             try:
                 with _oserrors(key, reading=False):
-                    size = os.stat(src).st_size
-                    self._rename_into(src, final)
-                out.append(BlobInfo(key=key, size=size, mtime=time.time()))
+                    out.append(self._link_into(key, src, final))
             except VnaError as exc:
                 out.append(exc)
         self._barrier()
         return out
+
+    def _link_into(self, key: str, src: str, final: str) -> BlobInfo:
+        """Give ``src`` the name ``final`` unless that name exists (``existed``: the
+        blob there is kept).  Keys are per dataset, so an existing blob is the same
+        dataset, perhaps under another file meta, written by a concurrent store
+        (another process) whose index row may describe its bytes: replacing them
+        would make that row's checksum false.  ``src`` is consumed either way."""
+        size = os.stat(src).st_size
+        for attempt in range(5):
+            try:
+                self._ensure_parent(final)
+                os.link(src, final)
+                break
+            except FileExistsError:
+                os.unlink(src)
+                st = os.stat(final)
+                return BlobInfo(key=key, size=st.st_size, mtime=st.st_mtime, existed=True)
+            except FileNotFoundError:  # a concurrent delete pruned the parent
+                if attempt == 4 or not os.path.exists(src):
+                    raise
+            except OSError as exc:  # no hard links here (some network filesystems)
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                    raise
+                self._rename_into(src, final)
+                return BlobInfo(key=key, size=size, mtime=time.time())
+        os.unlink(src)
+        return BlobInfo(key=key, size=size, mtime=time.time())
 
     def _root_dev(self) -> int:
         if self._dev is None:
@@ -301,6 +326,11 @@ class FileStore:
             return self._put_file(key, src, True)
         except VnaError as exc:
             return exc
+
+    def local_path_blocking(self, key: str) -> str:
+        """Where the blob ``key`` lies on this filesystem (the batched store path
+        parses a blob a concurrent store wrote first, to describe those bytes)."""
+        return self._path(key)
 
     def delete_blocking(self, key: str) -> None:
         """``delete`` as blocking code, for the archive's batched store path."""

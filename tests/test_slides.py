@@ -178,12 +178,22 @@ def test_small_levels_are_made_on_demand(ready):
 
 def test_etag_and_304(ready):
     server, rec = ready
-    url = tile_url(server, rec, 10, 1, 1)
+    url = tile_url(server, rec, 10, 1, 1) + f"?build={rec['build_id']}"  # as the viewer asks
     first = requests.get(url, timeout=30)
     etag = first.headers["ETag"]
     assert rec["build_id"] in etag
     cc = first.headers["Cache-Control"]
     assert "private" in cc and "immutable" in cc and "public" not in cc
+    # without this build in the URL (a third-party Deep Zoom client, a page from
+    # before a rebuild) the tile may change: revalidated, never immutable
+    for other_url in (tile_url(server, rec, 10, 1, 1), url.replace("build=", "build=old")):
+        plain = requests.get(other_url, timeout=30)
+        assert plain.status_code == 200 and plain.content == first.content
+        plain_cc = plain.headers["Cache-Control"]
+        assert "no-cache" in plain_cc and "private" in plain_cc and "immutable" not in plain_cc
+        assert (
+            requests.get(other_url, headers={"If-None-Match": etag}, timeout=30).status_code == 304
+        )
     again = requests.get(url, headers={"If-None-Match": etag}, timeout=30)
     assert again.status_code == 304 and again.content == b""
     other = requests.get(

@@ -75,6 +75,18 @@ def _quality(request: web.Request) -> int | None:
     return None if q is None else _int(q, "quality")
 
 
+def _tile_cache_control(request: web.Request, pyr: OpenPyramid) -> str:
+    """Immutable when the URL names this build (the viewer's ``?build=``: a
+    rebuilt slide gets new URLs); otherwise (third-party Deep Zoom clients, or a
+    page opened before a rebuild) revalidated by ETag, so no cache keeps old tiles."""
+    qs = request.query_string
+    if qs == f"build={pyr.build_id}" or (
+        "build" in qs and request.query.get("build") == pyr.build_id
+    ):
+        return CACHE_CONTROL
+    return REVALIDATE
+
+
 def _fresh_pyramid(svc: SlideService, slide_id: str) -> OpenPyramid | None:
     """The open pyramid while it is fresh, without a coroutine (the tile path's
     common case); None sends the caller to ``svc.pyramid``, which opens or revalidates."""
@@ -113,13 +125,14 @@ async def dzi_tile(request: web.Request) -> web.Response:
     fmt, q = check_format(mi["fmt"], _quality(request), pyr.quality)
     col, row = int(mi["col"]), int(mi["row"])
     etag = f'"{pyr.build_id}.{k}.{col}.{row}.{fmt}.{q}"'
+    cache_control = _tile_cache_control(request, pyr)
     data = svc.tiles.cached(pyr, k, col, row, fmt, q)
     if data is None:
         if _matches(request, etag):  # the client has it: no need to read it
             svc.tiles.check_tile(pyr, k, col, row)
-            return image_response(request, b"", fmt, etag)
+            return image_response(request, b"", fmt, etag, cache_control)
         data = await svc.tiles.tile(pyr, k, col, row, fmt, q)
-    return image_response(request, data, fmt, etag)
+    return image_response(request, data, fmt, etag, cache_control)
 
 
 # -- IIIF --------------------------------------------------------------------------------

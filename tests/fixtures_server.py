@@ -90,6 +90,19 @@ def make_settings(tmp: Path, storage: str = "", **kw) -> Settings:
 
 BACKENDS = ["fs", pytest.param("s3", marks=pytest.mark.s3)]
 
+STOW_BOUNDARY = "vnatestboundary"
+STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={STOW_BOUNDARY}'
+
+
+def stow_body(parts: list[bytes], *, closed: bool = True) -> bytes:
+    """A STOW-RS request body (``STOW_TYPE``): one application/dicom part each;
+    ``closed=False`` leaves out the closing boundary, as a cut-off upload."""
+    body = b"".join(
+        f"--{STOW_BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
+        for p in parts
+    )
+    return body + f"--{STOW_BOUNDARY}--\r\n".encode() if closed else body
+
 
 def storage_for(request: pytest.FixtureRequest) -> str:
     """The storage URL for a fixture parametrized over BACKENDS: "" is the embedded

@@ -21,7 +21,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fixtures_server import LiveServer, make_settings, start_server
+from tests.fixtures_server import STOW_TYPE, LiveServer, make_settings, start_server, stow_body
 from vna.auth.credentials import new_api_key
 from vna.keys import INDEX, PERMISSIONS
 from vna.testdata import dicom as td
@@ -62,19 +62,10 @@ def make_key(server: LiveServer, role: str, site: str | None = None) -> dict[str
 
 
 def stow(server: LiveServer, headers: dict[str, str], *parts: bytes) -> requests.Response:
-    boundary = "vnaauthboundary"
-    body = (
-        b"".join(
-            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
-            for p in parts
-        )
-        + f"--{boundary}--\r\n".encode()
-    )
-    ctype = f'multipart/related; type="application/dicom"; boundary={boundary}'
     return requests.post(
         server.dicomweb + "/studies",
-        data=body,
-        headers={**headers, "Content-Type": ctype},
+        data=stow_body(list(parts)),
+        headers={**headers, "Content-Type": STOW_TYPE},
         timeout=60,
     )
 

@@ -14,24 +14,14 @@ from PIL import Image
 from pydicom.uid import JPEGBaseline8Bit, JPEGLSLossless
 
 import vna.dicom
-from tests.fixtures_server import make_settings, start_server
+from tests.fixtures_server import STOW_TYPE, make_settings, start_server, stow_body
 from vna.testdata import dicom as td
 
 
 def stow(server, parts: list[bytes], study: str | None = None, ctype=None) -> requests.Response:
-    boundary = "vnatestboundary"
-    body = (
-        b"".join(
-            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
-            for p in parts
-        )
-        + f"--{boundary}--\r\n".encode()
-    )
     url = server.dicomweb + "/studies" + (f"/{study}" if study else "")
-    headers = {
-        "Content-Type": ctype or f'multipart/related; type="application/dicom"; boundary={boundary}'
-    }
-    return requests.post(url, data=body, headers=headers, timeout=60)
+    headers = {"Content-Type": ctype or STOW_TYPE}
+    return requests.post(url, data=stow_body(parts), headers=headers, timeout=60)
 
 
 def client(server) -> DICOMwebClient:

@@ -20,7 +20,7 @@ import requests
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from tests.fixtures_server import make_settings, start_server
+from tests.fixtures_server import STOW_TYPE, make_settings, start_server, stow_body
 from tiler import read_tile
 from tiler.geometry import ceil_div
 from vna.index.base import SlideRecord, SlideStatus
@@ -378,17 +378,11 @@ def _stow_wsi(server, patient: str, new_uids: bool = False) -> tuple[str, str]:
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
         parts.append(buf.getvalue())
-    boundary = "vnaslidetest"
-    body = (
-        b"".join(
-            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
-            for p in parts
-        )
-        + f"--{boundary}--\r\n".encode()
-    )
-    ctype = f'multipart/related; type="application/dicom"; boundary={boundary}'
     resp = requests.post(
-        server.dicomweb + "/studies", data=body, headers={"Content-Type": ctype}, timeout=120
+        server.dicomweb + "/studies",
+        data=stow_body(parts),
+        headers={"Content-Type": STOW_TYPE},
+        timeout=120,
     )
     assert resp.status_code == 200, resp.text
     return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)

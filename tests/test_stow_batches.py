@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import requests
 
+from tests.fixtures_server import STOW_TYPE, stow_body
 from vna.archive.maintenance import fsck
 from vna.dicomweb import stow as stow_module
 from vna.keys import ARCHIVE
@@ -68,14 +69,8 @@ def test_malformed_body_after_stored_batches(fs_server, monkeypatch):
     monkeypatch.setattr(stow_module, "BATCH_PARTS", 2)
     study = td.context(seed=51)
     good = [td.make_ct(51, index=i, count=3, ctx=study) for i in range(3)]
-    boundary = "cutboundary"
-    body = b"".join(
-        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-        + td.to_bytes(ds)
-        + b"\r\n"
-        for ds in good
-    )  # no closing boundary
-    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
+    body = stow_body([td.to_bytes(ds) for ds in good], closed=False)
+    headers = {"Content-Type": STOW_TYPE}
     r = requests.post(fs_server.dicomweb + "/studies", data=body, headers=headers, timeout=60)
     assert r.status_code == 400, r.text
     report = fs_server.call(fsck(fs_server.app[ARCHIVE]))

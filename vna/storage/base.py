@@ -18,8 +18,9 @@ class BlobInfo:
     key: str
     size: int
     mtime: float  # seconds since the epoch, last modification
-    # set by FileStore.put_files_blocking when the key already held a blob, which
-    # it keeps (no replace): the caller's bytes were not written
+    # set by the no-replace writes (put_file_if_absent, FileStore.put_files_blocking)
+    # when the key already held a blob, which they keep: the caller's bytes were
+    # not written, and size and mtime are those of the blob kept
     existed: bool = False
 
 
@@ -48,6 +49,13 @@ class BlobStore(Protocol):
 
     async def put_if_absent(self, key: str, data: bytes) -> bool:
         """Write only if ``key`` does not exist; False when it already did."""
+
+    async def put_file_if_absent(self, key: str, path: str, *, move: bool = False) -> BlobInfo:
+        """``put_file`` that never replaces: when ``key`` already holds a blob, that
+        blob is kept and the answer has ``existed=True`` (with its size and mtime).
+        Of concurrent writers of one absent key exactly one writes (each backend
+        documents its exact guarantee).  With ``move`` the file is consumed either
+        way.  Streamed: never more than one part size of the file in memory."""
 
     async def delete(self, key: str) -> None:
         """Remove ``key``; deleting a missing key is not an error."""

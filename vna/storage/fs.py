@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from itertools import islice
 
 from vna.errors import BadRequest, NotFound, StorageError, VnaError
@@ -201,27 +202,39 @@ class FileStore:
         self._barrier()  # the data is durable before any name points at it
         return tmp
 
-    def _put_file(self, key: str, src: str, move: bool) -> BlobInfo:
+    def _put_file(self, key: str, src: str, move: bool, exclusive: bool = False) -> BlobInfo:
+        """Copy ``src`` in (with ``move``: rename or link it, when on the same
+        filesystem).  ``exclusive``: never replace a blob at ``key``, keep it
+        (``existed``); ``os.link`` fails with EEXIST atomically, so of concurrent
+        writers exactly one publishes.  A kept blob is made durable as well (a
+        barrier), since its writer may not have reached its own yet."""
         final = self._path(key)
         if not os.path.isfile(src):
             raise StorageError(f"put_file: {src!r} is not a readable file")
         with _oserrors(key, reading=False):
-            if move and self._try_move(src, final):
+            same_fs = os.stat(src).st_dev == self._root_dev()
+            if move and not exclusive and same_fs and self._try_move(src, final):
                 return _info(key, os.stat(final))
+        if move and exclusive and same_fs:
+            (answer,) = self._move_many([(key, src, final)])  # errors already ours
+            if isinstance(answer, VnaError):
+                raise answer
+            return answer
+        with _oserrors(key, reading=False):
             tmp = self._copy_tmp(src)
             try:
-                self._publish(tmp, final, exclusive=False)
+                written = self._publish(tmp, final, exclusive=exclusive)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+            if not written:
+                self._barrier()
             if move:
                 os.unlink(src)
-            return _info(key, os.stat(final))
+            return replace(_info(key, os.stat(final)), existed=not written)
 
     def _try_move(self, src: str, final: str) -> bool:
-        """Rename ``src`` into place when on the same filesystem."""
-        if os.stat(src).st_dev != os.stat(self.root).st_dev:
-            return False
+        """Rename ``src`` (on the store's filesystem) into place, replacing."""
         self._barrier()  # the data must be durable before the name is
         try:
             self._ensure_parent(final)
@@ -323,7 +336,7 @@ class FileStore:
 
     def _put_file_answer(self, key: str, src: str) -> BlobInfo | VnaError:
         try:
-            return self._put_file(key, src, True)
+            return self._put_file(key, src, True, exclusive=True)
         except VnaError as exc:
             return exc
 
@@ -442,6 +455,11 @@ class FileStore:
 
     async def put_if_absent(self, key: str, data: bytes) -> bool:
         return await asyncio.to_thread(self._put, key, bytes(data), True) is not None
+
+    async def put_file_if_absent(self, key: str, path: str, *, move: bool = False) -> BlobInfo:
+        """Exactly one of concurrent writers (any processes) writes; see _put_file.
+        Without hard links a same-filesystem ``move`` falls back to a rename."""
+        return await asyncio.to_thread(self._put_file, key, os.fspath(path), move, True)
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._delete, key)

@@ -6,6 +6,15 @@ does its blocking work in one ``asyncio.to_thread`` call (``stream`` and
 ``list`` hop once per chunk/page).  S3 writes are atomic by nature: an object
 (multipart included) becomes visible only when complete.
 
+No-replace writes (``put_if_absent``, ``put_file_if_absent``) are conditional
+requests (``If-None-Match: *``) that the server decides.  SeaweedFS 4.48 decides
+a conditional PUT and a conditional CopyObject atomically, but not a conditional
+CompleteMultipartUpload: concurrent completions of one absent key can all
+succeed, the last replacing the others (measured; AWS S3 decides all three
+atomically).  So a file larger than one part is uploaded under a temporary key
+in the reserved ``.vna-tmp/`` segment (as on the filesystem store, never
+listed; ``open()`` sweeps what a crash left) and copied into place.
+
 Keys live under ``prefix`` inside ``bucket``.  ``open()`` creates the bucket if
 it is missing; call it once after ``make_store`` (other operations on a missing
 bucket fail with StorageError).
@@ -18,25 +27,35 @@ import contextlib
 import io
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from itertools import islice
 from typing import Any
+from urllib.parse import quote
 
 import certifi
 import urllib3
 from minio import Minio
+from minio.datatypes import Part
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from minio.helpers import md5sum_hash
+from minio.xml import Element, SubElement, getbytes
 
-from vna.errors import BadRequest, NotFound, StorageError
+from vna.errors import BadRequest, NotFound, StorageError, VnaError
 from vna.storage.base import BlobInfo, check_key
-from vna.storage.fs import check_prefix, check_range
+from vna.storage.fs import TMP_DIR, check_prefix, check_range
 
 DEFAULT_PART_SIZE = 16 << 20
 MIN_PART_SIZE = 5 << 20  # S3's minimum multipart part size
 POOL_SIZE = 32
 _LIST_BATCH = 1000
 _CONDITIONAL_RETRIES = 5
+COPY_LIMIT = 5 << 30  # the largest object one CopyObject may copy (AWS S3)
+_TMP = TMP_DIR + "/"  # reserved first key segment for uploads not yet in place
+_STALE_TMP_SECONDS = 3600.0
+_IF_ABSENT = {"If-None-Match": "*"}
 
 
 @contextlib.contextmanager
@@ -44,6 +63,8 @@ def _s3errors(what: str) -> Iterator[None]:
     """Translate minio / urllib3 failures into the vna error tree."""
     try:
         yield
+    except VnaError:  # ours already (StorageError is an OSError too)
+        raise
     except S3Error as exc:
         if exc.code in ("NoSuchKey", "NoSuchObject"):
             raise NotFound(f"blob {what!r} not found") from exc
@@ -96,6 +117,9 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.part_size = part_size
+        # above it a no-replace file write cannot copy into place (see
+        # _put_multipart_if_absent); an attribute so tests can lower it
+        self.copy_limit = COPY_LIMIT
         self._http = _http_pool(secure)
         self._client = Minio(
             endpoint,  # "host:port"
@@ -111,7 +135,9 @@ class S3Store:
         return f"S3Store({self.url!r})"
 
     def _name(self, key: str) -> str:
-        return self.prefix + check_key(key)
+        if check_key(key).startswith(_TMP):
+            raise BadRequest(f"blob key {key!r} uses the reserved prefix {TMP_DIR!r}")
+        return self.prefix + key
 
     # -- sync bodies (run in a worker thread) --------------------------------
 
@@ -124,6 +150,14 @@ class S3Store:
             except S3Error as exc:  # another process created it meanwhile
                 if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise
+
+    def _sweep_tmp(self) -> None:
+        """Drop temporary uploads a crashed writer left (old enough to be dead)."""
+        cutoff = time.time() - _STALE_TMP_SECONDS
+        with _s3errors(_TMP):
+            stale = [i.key for i in self._iter(_TMP, hide_tmp=False) if i.mtime < cutoff]
+            for key in stale:
+                self._client.remove_object(self.bucket, self.prefix + key)
 
     def _get(self, key: str, start: int, end: int | None) -> bytes:
         name = self._name(key)
@@ -155,10 +189,7 @@ class S3Store:
 
     def _put_file(self, key: str, path: str, move: bool) -> BlobInfo:
         name = self._name(key)
-        try:
-            size = os.stat(path).st_size
-        except OSError as exc:
-            raise StorageError(f"put_file: cannot read {path!r}: {exc.strerror}") from exc
+        size = _file_size(path)
         with _s3errors(key):
             # multipart, streamed part by part from the file
             self._client.fput_object(self.bucket, name, path, part_size=self.part_size)
@@ -167,32 +198,142 @@ class S3Store:
                 os.unlink(path)
         return BlobInfo(key=key, size=size, mtime=time.time())
 
-    def _put_if_absent(self, key: str, data: bytes) -> bool:
-        """A conditional PUT (``If-None-Match: *``): the server decides atomically.
-
-        SeaweedFS and AWS S3 honour it (412 when the key exists).  AWS may
-        answer 409 ConditionalRequestConflict while a competing conditional
-        write is in flight; retrying then gets the final answer.  minio's public
-        put_object turns unknown headers into user metadata, hence _put_object.
+    def _conditional(
+        self, key: str, send: Callable[[], object], retries: int = _CONDITIONAL_RETRIES
+    ) -> bool:
+        """Send a conditional write: True when it wrote, False on 412 (the key
+        exists).  AWS may answer 409 ConditionalRequestConflict while a competing
+        conditional write is in flight; retrying then gets the final answer.
         Caveat: if a 5xx is retried by the pool after the server had in fact
         stored our object, the retry gets 412 and we report False for our own
         write; callers that must know should compare content after False.
-        SeaweedFS sometimes holds a losing request ~1 s before its 412.
-        """
-        name = self._name(key)
-        headers = {"If-None-Match": "*", "Content-Type": "application/octet-stream"}
-        for attempt in range(_CONDITIONAL_RETRIES):
+        SeaweedFS sometimes holds a losing request ~1 s before its 412."""
+        for attempt in range(retries):
             with _s3errors(key):
                 try:
-                    self._client._put_object(self.bucket, name, data, headers=headers)
+                    send()
                     return True
                 except S3Error as exc:
-                    if exc.code == "PreconditionFailed" or exc.response.status == 412:
+                    status = exc.response.status if exc.response is not None else 0
+                    if exc.code == "PreconditionFailed" or status == 412:
                         return False
-                    if exc.response.status != 409 or attempt == _CONDITIONAL_RETRIES - 1:
+                    if status != 409 or attempt == retries - 1:
                         raise
             time.sleep(0.05 * (attempt + 1))
         return False  # unreachable
+
+    def _put_if_absent(self, key: str, data: bytes) -> bool:
+        """A conditional PUT (``If-None-Match: *``): the server decides atomically.
+        minio's public put_object turns unknown headers into user metadata,
+        hence _put_object."""
+        name = self._name(key)
+        headers = {**_IF_ABSENT, "Content-Type": "application/octet-stream"}
+        return self._conditional(
+            key, lambda: self._client._put_object(self.bucket, name, data, headers=dict(headers))
+        )
+
+    def _put_file_if_absent(self, key: str, path: str, move: bool) -> BlobInfo:
+        name = self._name(key)
+        size = _file_size(path)
+        for _attempt in range(3):
+            if self._write_file_if_absent(key, name, path, size):
+                info = BlobInfo(key=key, size=size, mtime=time.time())
+                break
+            try:
+                info = replace(self._stat(key), existed=True)
+                break
+            except NotFound:  # deleted between our 412 and the stat: write again
+                continue
+        else:
+            raise StorageError(f"S3 {key!r} kept appearing and disappearing; not written")
+        if move:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return info
+
+    def _write_file_if_absent(self, key: str, name: str, path: str, size: int) -> bool:
+        """One conditional write of the file, by the means that is atomic on the
+        server for its size (see the module docstring)."""
+        if size <= self.part_size:  # one PUT, holding at most one part in memory
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError as exc:
+                raise StorageError(f"put_file: cannot read {path!r}: {exc.strerror}") from exc
+            return self._put_if_absent(key, data)
+        if size <= self.copy_limit:
+            return self._put_via_copy(key, name, path)
+        return self._put_multipart_if_absent(key, name, path)
+
+    def _put_via_copy(self, key: str, name: str, path: str) -> bool:
+        """Upload under a temporary key (multipart, streamed part by part), then a
+        conditional server-side CopyObject into place, which SeaweedFS and AWS
+        both decide atomically.  The temporary object is removed either way."""
+        tmp = f"{self.prefix}{_TMP}{uuid.uuid4().hex}"
+        with _s3errors(key):
+            self._client.fput_object(self.bucket, tmp, path, part_size=self.part_size)
+        try:
+            return self._conditional(key, lambda: self._copy_if_absent(tmp, name))
+        finally:
+            with contextlib.suppress(StorageError), _s3errors(tmp):  # else open() sweeps it
+                self._client.remove_object(self.bucket, tmp)
+
+    def _copy_if_absent(self, src: str, name: str) -> None:
+        headers = {**_IF_ABSENT, "x-amz-copy-source": quote(f"/{self.bucket}/{src}")}
+        resp = self._client._execute("PUT", self.bucket, name, headers=headers)
+        if b"<Error>" in resp.data:  # S3 may report a failed copy inside a 200
+            raise StorageError(f"S3 copy into {name!r} failed: {resp.data[:300]!r}")
+
+    def _put_multipart_if_absent(self, key: str, name: str, path: str) -> bool:
+        """Above ``copy_limit`` no copy is possible: the condition rides on
+        CompleteMultipartUpload.  Atomic on AWS S3; on SeaweedFS (4.48) it holds
+        against a blob already complete, but two uploads completing at the same
+        moment can both succeed, the later replacing the earlier."""
+        client = self._client
+        with _s3errors(key):
+            upload_id = client._create_multipart_upload(
+                self.bucket, name, {"Content-Type": "application/octet-stream"}
+            )
+        written = False
+        try:
+            parts = self._upload_parts(key, name, upload_id, path)
+            written = self._conditional(
+                key, lambda: self._complete_if_absent(name, upload_id, parts), retries=1
+            )
+            return written
+        finally:
+            if not written:  # else the parts linger until a lifecycle rule
+                with contextlib.suppress(StorageError), _s3errors(key):
+                    client._abort_multipart_upload(self.bucket, name, upload_id)
+
+    def _upload_parts(self, key: str, name: str, upload_id: str, path: str) -> list[Part]:
+        parts: list[Part] = []
+        with _s3errors(key), open(path, "rb") as f:
+            while chunk := f.read(self.part_size):
+                n = len(parts) + 1
+                etag = self._client._upload_part(self.bucket, name, chunk, None, upload_id, n)
+                parts.append(Part(n, etag))
+        return parts
+
+    def _complete_if_absent(self, name: str, upload_id: str, parts: list[Part]) -> None:
+        """CompleteMultipartUpload with ``If-None-Match`` (minio's takes no headers)."""
+        root = Element("CompleteMultipartUpload")
+        for part in parts:
+            tag = SubElement(root, "Part")
+            SubElement(tag, "PartNumber", str(part.part_number))
+            SubElement(tag, "ETag", f'"{part.etag}"')
+        body = getbytes(root)
+        headers = {
+            **_IF_ABSENT,
+            "Content-Type": "application/xml",
+            "Content-MD5": md5sum_hash(body),
+        }
+        resp = self._client._execute(
+            "POST", self.bucket, name, body=body, headers=headers,
+            query_params={"uploadId": upload_id},
+        )  # fmt: skip
+        if b"<Error>" in resp.data:  # S3 may report a failed completion inside a 200
+            raise StorageError(f"S3 completing {name!r} failed: {resp.data[:300]!r}")
 
     def _stat(self, key: str) -> BlobInfo:
         name = self._name(key)
@@ -210,13 +351,15 @@ class S3Store:
                 if exc.code != "NoSuchKey":
                     raise
 
-    def _iter(self, prefix: str) -> Iterator[BlobInfo]:
+    def _iter(self, prefix: str, *, hide_tmp: bool = True) -> Iterator[BlobInfo]:
         objects = self._client.list_objects(
             self.bucket, prefix=self.prefix + prefix, recursive=True
         )
         cut = len(self.prefix)
         for obj in objects:
             if obj.is_dir or not obj.object_name:
+                continue
+            if hide_tmp and obj.object_name.startswith(_TMP, cut):
                 continue
             mtime = obj.last_modified.timestamp() if obj.last_modified else 0.0
             yield BlobInfo(key=obj.object_name[cut:], size=obj.size or 0, mtime=mtime)
@@ -239,6 +382,7 @@ class S3Store:
     async def open(self) -> None:
         """Create the bucket if it does not exist yet."""
         await asyncio.to_thread(self._open)
+        await asyncio.to_thread(self._sweep_tmp)
 
     async def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         start, end = check_range(start, end)
@@ -288,6 +432,16 @@ class S3Store:
     async def put_if_absent(self, key: str, data: bytes) -> bool:
         return await asyncio.to_thread(self._put_if_absent, key, bytes(data))
 
+    async def put_file_if_absent(self, key: str, path: str, *, move: bool = False) -> BlobInfo:
+        """Upload ``path`` unless ``key`` exists (then ``existed``, the object kept).
+
+        Guarantee: of concurrent writers of an absent key exactly one writes, for
+        files up to ``copy_limit`` (5 GiB) on SeaweedFS and AWS S3 alike, and for
+        any size on AWS; above it, on SeaweedFS, only against an object already
+        complete (see ``_put_multipart_if_absent``).  A file larger than one part
+        costs a server-side copy.  Streamed: at most one part in memory."""
+        return await asyncio.to_thread(self._put_file_if_absent, key, os.fspath(path), move)
+
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._delete, key)
 
@@ -320,3 +474,10 @@ class S3Store:
     async def close(self) -> None:
         """Close the pooled connections; the store is unusable afterwards."""
         self._http.clear()
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError as exc:
+        raise StorageError(f"put_file: cannot read {path!r}: {exc.strerror}") from exc

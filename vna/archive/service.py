@@ -27,11 +27,12 @@ from vna.archive.instance import (
     prepare_file,
     unlink_quietly,
 )
-from vna.dicom import ParsedInstance
+from vna.dicom import ParsedInstance, parse_part10
 from vna.errors import (
     Conflict,
     IntegrityError,
     NotFound,
+    StorageError,
     StudyMismatch,
     VnaError,
 )
@@ -231,17 +232,41 @@ class Archive:
             )
         key = blob_key(parsed)
         # durable before the index knows of it; on a local store the spool file is
-        # renamed into place, so the bytes are written once
-        await self.store.put_file(key, path, move=True)
+        # linked into place, so the bytes are written once.  Never replacing: a
+        # blob already at the key is this dataset, written by a concurrent store
+        # (perhaps under another file meta) whose row may describe its bytes
+        info = await self.store.put_file_if_absent(key, path, move=True)
+        if info.existed:
+            parsed = await self._adopt(key, parsed)
         rec = parsed.to_record(key, stored_at=time.time(), source=source, site=site)
         outcome = await self.index.add(rec, self.policy)
         if outcome is AddOutcome.CONFLICT:
             # a concurrent store of the same SOP won the race; our blob is unreferenced
-            await self.store.delete(key)
+            # (a blob we kept is its writer's to remove: it gets the same answer)
+            if not info.existed:
+                await self.store.delete(key)
             raise Conflict(
                 f"SOP Instance {parsed.sop_instance_uid} is already stored with different content"
             )
         return outcome
+
+    async def _adopt(self, key: str, ours: ParsedInstance) -> ParsedInstance:
+        """The blob kept at ``key``, parsed, so the row describes the bytes stored
+        (checksum, size, frame offsets), not those we were given.  Read back into
+        a spool file (streamed), parsed there, and the spool file removed."""
+        try:
+            path = await self.spool(self.store.stream(key))
+        except VnaError as exc:
+            raise StorageError(f"cannot read the blob already stored at {key}: {exc}") from exc
+        try:
+            stored = await self.run(parse_part10, path)
+        except VnaError as exc:
+            raise StorageError(f"cannot parse the blob already stored at {key}: {exc}") from exc
+        finally:
+            await self.run(unlink_quietly, path)
+        if stored.identity != ours.identity:  # keys are per identity: never expected
+            raise IntegrityError(f"the blob at {key} holds another dataset")
+        return stored
 
     # -- query and read ----------------------------------------------------------
     async def find(self, query: Query) -> FindResult:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,8 +20,8 @@ from minio.error import S3Error
 import vna.storage.s3 as s3mod
 from tests.fixtures_s3 import TEST_BUCKET
 from vna.errors import BadRequest, StorageError
-from vna.storage import BlobStore, make_store
-from vna.storage.fs import TMP_DIR
+from vna.storage import BlobInfo, BlobStore, make_store
+from vna.storage.fs import TMP_DIR, FileStore
 from vna.storage.s3 import MIN_PART_SIZE, S3Store
 
 MiB = 1 << 20
@@ -186,3 +189,34 @@ async def test_s3_temporary_keys_reserved_hidden_and_swept(
         await store.close()
     with pytest.raises(S3Error):
         s3_server.client().stat_object(TEST_BUCKET, store.prefix + f"{TMP_DIR}/dead")
+
+
+# -- filesystem only -------------------------------------------------------------
+
+
+@pytest.fixture
+def other_fs_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory on another filesystem than ``tmp_path`` (tmpfs), where a move
+    cannot be a rename or a link and the store copies instead."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no /dev/shm on another filesystem")
+    d = Path(tempfile.mkdtemp(dir=shm, prefix="vna-test-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+async def test_fs_move_from_another_filesystem(tmp_path: Path, other_fs_dir: Path) -> None:
+    store = FileStore(str(tmp_path / "root"))
+    first, second = os.urandom(20_000), os.urandom(30_000)
+    info = await store.put_file_if_absent("o/x", write(other_fs_dir / "1", first), move=True)
+    assert not info.existed and not (other_fs_dir / "1").exists()
+    kept = await store.put_file_if_absent("o/x", write(other_fs_dir / "2", second), move=True)
+    assert kept.existed and kept.size == len(first) and not (other_fs_dir / "2").exists()
+    assert await store.get("o/x") == first
+    # the batched path's copy for a spool file on another filesystem keeps it too
+    (answer,) = store.put_files_blocking([("o/x", write(other_fs_dir / "3", second))])
+    assert isinstance(answer, BlobInfo) and answer.existed
+    assert await store.get("o/x") == first
+    assert list(Path(store.root, TMP_DIR).iterdir()) == []
+    await store.close()

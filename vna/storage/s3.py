@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import os
 import time
 import uuid
@@ -56,6 +57,7 @@ COPY_LIMIT = 5 << 30  # the largest object one CopyObject may copy (AWS S3)
 _TMP = TMP_DIR + "/"  # reserved first key segment for uploads not yet in place
 _STALE_TMP_SECONDS = 3600.0
 _IF_ABSENT = {"If-None-Match": "*"}
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -152,12 +154,17 @@ class S3Store:
                     raise
 
     def _sweep_tmp(self) -> None:
-        """Drop temporary uploads a crashed writer left (old enough to be dead)."""
+        """Drop temporary uploads a crashed writer left (old enough to be dead).
+        Best effort: credentials allowed to write but not to list must not stop
+        the store from opening."""
         cutoff = time.time() - _STALE_TMP_SECONDS
-        with _s3errors(_TMP):
-            stale = [i.key for i in self._iter(_TMP, hide_tmp=False) if i.mtime < cutoff]
-            for key in stale:
-                self._client.remove_object(self.bucket, self.prefix + key)
+        try:
+            with _s3errors(_TMP):
+                stale = [i.key for i in self._iter(_TMP, hide_tmp=False) if i.mtime < cutoff]
+                for key in stale:
+                    self._client.remove_object(self.bucket, self.prefix + key)
+        except StorageError as exc:
+            log.warning("S3 store %s: stale temporary uploads not swept: %s", self.url, exc)
 
     def _get(self, key: str, start: int, end: int | None) -> bytes:
         name = self._name(key)

@@ -18,6 +18,7 @@ from pathlib import Path
 import jwt
 import pytest
 import requests
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -74,15 +75,32 @@ def stow(server: LiveServer, headers: dict[str, str], *parts: bytes) -> requests
 SAMPLES = ["1.2.3", "thumbnail", "1", "abc", "x/y"]
 
 
-def fill(pattern: str) -> str:
-    """A concrete path for a route pattern: each {name} or {name:regex} replaced by
-    a sample value its regex accepts."""
+def _groups(regex: str) -> dict[str, str]:
+    """Each named group's own regex in a route's compiled pattern."""
+    out = {}
+    for m in re.finditer(r"\(\?P<(\w+)>", regex):
+        depth, i = 1, m.end()
+        while depth:
+            depth += {"(": 1, ")": -1}.get(regex[i], 0) if regex[i - 1] != "\\" else 0
+            i += 1
+        out[m.group(1)] = regex[m.end() : i - 1]
+    return out
+
+
+def fill(resource: web.AbstractResource) -> str:
+    """A concrete path the route matches: each {name} replaced by a sample value its
+    regex accepts (a path the route did not match would be a 404 for anyone)."""
+    info = resource.get_info()
+    if "pattern" not in info:
+        return resource.canonical
+    groups = _groups(info["pattern"].pattern)
 
     def one(m: re.Match) -> str:
-        regex = m.group(2) or "[^{}/]+"
-        return next(s for s in SAMPLES if re.fullmatch(regex, s))
+        return next(s for s in SAMPLES if re.fullmatch(groups[m.group(1)], s))
 
-    return re.sub(r"\{(\w+)(?::((?:[^{}]|\{[^{}]*\})+))?\}", one, pattern)
+    path = re.sub(r"\{(\w+)\}", one, resource.canonical)
+    assert info["pattern"].fullmatch(path), (resource.canonical, path)
+    return path
 
 
 def test_every_protected_route_answers_401_without_credentials(secure_server):
@@ -91,7 +109,7 @@ def test_every_protected_route_answers_401_without_credentials(secure_server):
     for route in secure_server.app.router.routes():
         if route.method == "HEAD":
             continue
-        url = secure_server.url + fill(route.resource.canonical)
+        url = secure_server.url + fill(route.resource)
         if perms.get(route, "admin") == PUBLIC:
             public.append(url)
             continue

@@ -17,7 +17,7 @@ from vna.dimse.server import dimse_cleanup_ctx
 from vna.errors import BadRequest, Conflict, NotFound
 from vna.keys import ARCHIVE, SETTINGS
 from vna.settings import Peer, Settings
-from vna.web import add_routes, error_middleware
+from vna.web import add_routes
 
 
 def test_runtime_peers_survive_a_restart(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_a_tls_peer_keeps_its_flag_across_a_restart(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def client(aiohttp_client, tmp_path: Path):
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application()
     app[PEERS] = PeerRegistry([Peer("PACS", "10.0.0.1", 104)], tmp_path / "peers.json")
     add_routes(app, routes())
     return await aiohttp_client(app)
@@ -141,7 +141,7 @@ async def test_cleanup_ctx_runs_the_service_and_the_api_feeds_it(
         ae_title=AE_TITLE,
         allowed_calling_aes=["GOODSCU"],
     )
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application()
     app[SETTINGS] = settings
 
     async def archive_ctx(app: web.Application):

@@ -1,5 +1,5 @@
 """Tile reads in the audit trail: one row per (caller, slide, outcome) per five minutes,
-whatever mix of Deep Zoom and IIIF URLs the viewer uses (vna.audit.middleware)."""
+whatever mix of Deep Zoom and IIIF URLs the viewer uses (vna.audit.requests)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ from aiohttp import web
 
 from vna.archive.runtime import open_archive
 from vna.audit.trail import AUDIT
-from vna.auth.wiring import MIDDLEWARES as SECURITY_MIDDLEWARES
 from vna.auth.wiring import setup_security
 from vna.dicomweb import routes as dicomweb_routes
 from vna.dimse import PEERS, dimse_cleanup_ctx
@@ -19,7 +18,7 @@ from vna.settings import Settings
 from vna.shares.routes import setup_shares
 from vna.slides.service import setup_slides
 from vna.viewer import setup_viewer
-from vna.web import EDGE_MIDDLEWARES, PUBLIC, Route, add_cors_headers, add_routes
+from vna.web import PUBLIC, Route, add_cors_headers, add_routes
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +41,12 @@ async def healthz(request: web.Request) -> web.Response:
 def create_app(settings: Settings, *, primary: bool = True) -> web.Application:
     """``primary`` is False in the extra processes of ``--workers N``: they serve HTTP
     only, while the primary also runs the DIMSE service and background builds."""
-    app = web.Application(
-        # audit then auth, inside the error middleware: refusals are recorded with their status
-        middlewares=[*EDGE_MIDDLEWARES, *SECURITY_MIDDLEWARES],
-        client_max_size=CLIENT_MAX_SIZE,
-    )
+    # no middlewares: every route is wrapped in the route guard (vna.auth.guard)
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[SETTINGS] = settings
     app[PRIMARY] = primary
     app.cleanup_ctx.append(_archive_ctx)
-    setup_security(app)  # after the archive: the audit writer needs its index
+    setup_security(app)  # after the archive (the audit writer needs its index), before any route
     # DIMSE runs in the primary process only; the peer registry (and its API) in all
     app.cleanup_ctx.append(
         dimse_cleanup_ctx(SETTINGS, ARCHIVE, PEERS, serve=primary, audit_key=AUDIT)

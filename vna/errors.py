@@ -2,9 +2,9 @@
 
 Every layer raises a ``VnaError`` subclass (never a library exception) so the
 edges can answer consistently: one table maps errors to HTTP status (used by the
-single aiohttp middleware) and one helper maps them to DIMSE status.  Where a
-builtin fits, the subclass also inherits it so ordinary ``except KeyError`` code
-keeps working.
+route guard every HTTP handler is wrapped in, vna.web.edge) and one helper maps
+them to DIMSE status.  Where a builtin fits, the subclass also inherits it so
+ordinary ``except KeyError`` code keeps working.
 
 Each error carries a DICOM failure reason (PS3.4 / PS3.18 FailureReason codes),
 used in STOW-RS FailedSOPSequence and as the DIMSE status.

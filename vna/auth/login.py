@@ -19,8 +19,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from vna.audit.trail import record_event
-from vna.auth.credentials import sha256_hex, verify_password
-from vna.auth.middleware import (
+from vna.auth.access import (
     CSRF_COOKIE,
     CSRF_HEADER,
     SESSION_COOKIE,
@@ -28,6 +27,7 @@ from vna.auth.middleware import (
     check_origin,
     session_principal,
 )
+from vna.auth.credentials import sha256_hex, verify_password
 from vna.auth.roles import AUTHENTICATED, PRINCIPAL
 from vna.errors import BadRequest, NotFound, Unauthorized
 from vna.index.security import SessionRecord

@@ -25,8 +25,8 @@ import aiohttp
 from aiohttp import web
 
 from vna.audit.trail import record_event
+from vna.auth.access import VERIFIER
 from vna.auth.login import safe_next, start_session
-from vna.auth.middleware import VERIFIER
 from vna.errors import BadRequest, StorageError, Unauthorized
 from vna.index.security import UserRecord
 from vna.keys import INDEX, SETTINGS

@@ -59,7 +59,22 @@ class Principal:
 
 
 DEV = Principal("dev", "dev", ADMIN_ROLE)
-PRINCIPAL = web.RequestKey("principal", Principal)  # set by the auth middleware
+PRINCIPAL = web.RequestKey("principal", Principal)  # set by the route guard (vna.auth.guard)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """What a declared route implies for access and audit, worked out once per route."""
+
+    method: str
+    path: str  # the route's pattern: '/dicom-web/studies/{study}'
+    declared: str  # the permission as declared (vna.web.Route)
+    permission: str  # the one enforced (effective_permission)
+    view: str = ""  # what one request views, recorded once per window: "slide", "sop" or ""
+
+    @property
+    def slide(self) -> bool:
+        return self.path.startswith(SLIDE_PREFIXES)
 
 
 def check_role(role: str) -> str:

@@ -1,22 +1,20 @@
-"""``setup_security(app)``: the login and audit routes, the token verifier, and
-the audit writer.  The two middlewares go in create_app's list, in this order:
-``[cors, error, audit_middleware, auth_middleware]``."""
+"""``setup_security(app)``: the route guard, the login and audit routes, the token
+verifier, and the audit writer.  Call it in create_app before adding any route:
+add_routes wraps every handler in the guard set here."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from vna.audit.api import audit_routes
-from vna.audit.middleware import audit_middleware
 from vna.audit.trail import audit_ctx
+from vna.auth.access import VERIFIER
 from vna.auth.credentials import TokenVerifier
+from vna.auth.guard import make_guard
 from vna.auth.login import login_routes
-from vna.auth.middleware import VERIFIER, auth_middleware
 from vna.auth.oidc_login import oidc_routes
 from vna.keys import SETTINGS
-from vna.web import add_routes
-
-MIDDLEWARES = (audit_middleware, auth_middleware)
+from vna.web import ROUTE_GUARD, add_routes
 
 
 def setup_security(app: web.Application) -> None:
@@ -25,5 +23,6 @@ def setup_security(app: web.Application) -> None:
     verifier = TokenVerifier.from_settings(app[SETTINGS])  # bad OIDC settings fail here
     if verifier is not None:
         app[VERIFIER] = verifier
+    app[ROUTE_GUARD] = make_guard(app)
     app.cleanup_ctx.append(audit_ctx)
     add_routes(app, login_routes() + oidc_routes() + audit_routes())

@@ -2,7 +2,7 @@
 for a patient, another hospital or a consultant, with no account (issue #6).
 
 ``vna.shares.api`` makes, lists and revokes them; ``vna.shares.visit`` opens them;
-``vna.shares.gate`` (called by the auth middleware) limits every request of a
+``vna.shares.gate`` (called by the route guard) limits every request of a
 share session to what was shared; ``vna.shares.deid_views`` serves de-identified
-shares.  Kept import-light: vna.auth.middleware imports the gate.
+shares.  Kept import-light: vna.auth.access imports the gate.
 """

@@ -1,5 +1,5 @@
-"""What a share link's visitor may reach: checked on every request, in the auth
-middleware, against the share's row in the index (revoked or expired: refused at
+"""What a share link's visitor may reach: checked on every request, by the route
+guard, against the share's row in the index (revoked or expired: refused at
 once, whichever process serves) and its scope.
 
 Only read routes are open, and only for what was shared; anything else answers

@@ -21,9 +21,9 @@ from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from vna.auth.access import check_origin
 from vna.auth.credentials import sha256_hex
 from vna.auth.login import lock_seconds, secure_cookies
-from vna.auth.middleware import check_origin
 from vna.auth.roles import PRINCIPAL
 from vna.errors import Conflict, Forbidden, NotFound
 from vna.export import dicom_zip

@@ -1,59 +1,45 @@
 """Records every access to a protected route, whatever its outcome.
 
-It sits outside the auth middleware, so refusals (401/403) are recorded too, and
-inside the error middleware, so it sees the status an error will become.  Public
+The route guard (vna.auth.guard) calls ``audit_request`` once the request is
+answered, refusals (401/403) included, with the status an error became.  Public
 routes (the viewer's pages and files, /healthz) are not recorded; sign-ins are,
 by the login handler.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
-import weakref
 from collections.abc import Hashable
 
 from aiohttp import web
 
 from vna.audit.trail import AUDIT, DEDUPE_SECONDS, PRUNE_AT, AuditTrail, base_record
 from vna.auth.roles import AUDIT as AUDIT_PERMISSION
-from vna.auth.roles import PRINCIPAL, SLIDE_PREFIXES
-from vna.errors import VnaError, http_status
+from vna.auth.roles import PRINCIPAL, SLIDE_PREFIXES, RoutePolicy
+from vna.errors import VnaError
 from vna.index.security import AuditRecord
 from vna.keys import INDEX
-from vna.web import ADMIN, PUBLIC, STORE, Handler, route_permission
+from vna.web import ADMIN, STORE
 
 STUDY_IN_URL = re.compile(r"/studies/([0-9.]+)")
 QUERY_ENDINGS = ("/studies", "/series", "/instances")
 
 
-@web.middleware
-async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    permission = route_permission(request)
-    trail = request.app.get(AUDIT) if permission != PUBLIC else None
-    if trail is None:
-        return await handler(request)
-    # once deleted, the study can no longer tell the trail whose it was
-    patient = await _patient_of(request) if request.method == "DELETE" else None
-    status, response = 500, None
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except VnaError as exc:
-        status = http_status(exc)
-        raise
-    except asyncio.CancelledError:
-        status = 499  # the client went away
-        raise
-    finally:
-        if not _record_view(request, trail, permission, status):
-            record_request(request, permission, status, response, patient)
+def audit_request(
+    request: web.Request,
+    trail: AuditTrail,
+    recent: RecentViews,
+    policy: RoutePolicy,
+    status: int,
+    response: web.StreamResponse | None,
+    patient: str | None = None,
+) -> None:
+    """Record the answered request; a view (a tile, a frame) once per window."""
+    if policy.view and _record_view(request, trail, recent, policy, status):
+        return
+    record_request(request, policy.declared, status, response, patient)
 
 
 class RecentViews:
@@ -68,8 +54,6 @@ class RecentViews:
     def __init__(self) -> None:
         self._at: dict[Hashable, float] = {}
         self._prune_at = PRUNE_AT
-        # per route: "slide" or "sop" for views of one, "" for anything else
-        self.kind: dict[web.AbstractRoute, str] = {}
 
     def fresh(self, key: Hashable, now: float) -> bool:
         last = self._at.get(key)
@@ -82,46 +66,13 @@ class RecentViews:
             self._prune_at = max(PRUNE_AT, 2 * len(self._at))  # amortised O(1)
 
 
-# per trail (one per app), found by id: cheaper per request than a WeakKeyDictionary
-_RECENT: dict[int, tuple[weakref.ref[AuditTrail], RecentViews]] = {}
-
-
-def _recent_views(trail: AuditTrail) -> RecentViews:
-    found = _RECENT.get(id(trail))
-    if found is not None and found[0]() is trail:
-        return found[1]
-    key = id(trail)
-    recent = RecentViews()
-    _RECENT[key] = (weakref.ref(trail, lambda _: _RECENT.pop(key, None)), recent)
-    return recent
-
-
-def _view_kind(request: web.Request, recent: RecentViews, permission: str) -> str:
-    """What the route views, worked out once per route (it depends on nothing else)."""
-    route = request.match_info.route
-    kind = recent.kind.get(route)
-    if kind is None:
-        if route.resource is None:
-            return ""  # a 404 or 405: a new route object each time, not worth keeping
-        path = route.resource.canonical
-        kind = ""
-        if action_of(request, permission, path) == "view":
-            kind = "slide" if path.startswith(SLIDE_PREFIXES) else "sop"
-        recent.kind[route] = kind
-    return kind
-
-
-def _record_view(request: web.Request, trail: AuditTrail, permission: str, status: int) -> bool:
-    """Record a view unless it repeats one recorded within the window; False when
-    the request is not a view (the caller records it).  Every request of a viewer
-    comes through here: it is kept to a few lookups (measured: each µs here is a
-    few percent of the tile server's throughput)."""
-    recent = _recent_views(trail)
-    kind = _view_kind(request, recent, permission)
-    if not kind:
-        return False
-    info = request.match_info
-    what = info.get("id") if kind == "slide" else _sop_of(request)
+def _record_view(
+    request: web.Request, trail: AuditTrail, recent: RecentViews, policy: RoutePolicy, status: int
+) -> bool:
+    """Record a view unless it repeats one recorded within the window.  Every
+    request of a viewer comes through here: it is kept to a few lookups (measured:
+    each µs here is a few percent of the tile server's throughput)."""
+    what = request.match_info.get("id") if policy.view == "slide" else _sop_of(request)
     try:  # Request.get is a pure-Python Mapping.get: this is cheaper
         p = request[PRINCIPAL]
         key: Hashable = (p.kind, p.name, what, outcome_of(status))
@@ -130,15 +81,20 @@ def _record_view(request: web.Request, trail: AuditTrail, permission: str, statu
     now = time.time()
     if recent.fresh(key, now):
         return True
-    if record_request(request, permission, status, None):
+    if record_request(request, policy.declared, status, None):
         recent.note(key, now)
     return True
 
 
-def action_of(request: web.Request, permission: str, path: str) -> str:
-    if request.match_info.route.resource is None:
-        return "other"  # no such route: a 404, or a 401 for the anonymous
-    if request.method == "DELETE":
+def view_of(method: str, permission: str, path: str) -> str:
+    """What one request of the route views ("slide" or "sop"), or "" if not a view."""
+    if route_action(method, permission, path) != "view":
+        return ""
+    return "slide" if path.startswith(SLIDE_PREFIXES) else "sop"
+
+
+def route_action(method: str, permission: str, path: str) -> str:
+    if method == "DELETE":
         return "delete"
     if permission == STORE:
         return "store"
@@ -166,7 +122,7 @@ def _first(params, *names: str) -> str | None:
     return None
 
 
-async def _patient_of(request: web.Request) -> str | None:
+async def patient_of(request: web.Request) -> str | None:
     info = request.match_info
     if "study" not in info:
         return None
@@ -207,7 +163,7 @@ def record_request(
 ) -> bool:
     """Queue the request's audit event; False when the trail dropped it as a repeat."""
     rec = base_record(request, "", outcome_of(status))
-    rec.action = action_of(request, permission, rec.route)
+    rec.action = route_action(request.method, permission, rec.route)
     rec.status = status
     info, params = request.match_info, request.query
     rec.study_uid = info.get("study") or _first(params, "StudyInstanceUID", "0020000D", "studyUID")

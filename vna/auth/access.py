@@ -1,5 +1,5 @@
-"""The one place access is decided: every request, from the permission its route
-declares (vna.web.Route) and the role of whoever is calling.
+"""How access is decided, for the route guard (vna.auth.guard): every request, from
+the permission its route declares (vna.web.Route) and the role of whoever is calling.
 
 Credentials, in order: ``Authorization: Bearer vna_...`` (an API key), any other
 bearer token (an OIDC JWT), then the session cookie set by ``POST /login``, then
@@ -23,19 +23,11 @@ import logging
 from aiohttp import web
 
 from vna.auth.credentials import TokenVerifier, check_api_key, sha256_hex, split_api_key
-from vna.auth.roles import (
-    DEV,
-    PRINCIPAL,
-    SLIDE_PREFIXES,
-    Principal,
-    allowed,
-    effective_permission,
-    sites_of,
-)
+from vna.auth.roles import PRINCIPAL, Principal, RoutePolicy, allowed, sites_of
 from vna.errors import Forbidden, NotFound, Unauthorized
 from vna.keys import INDEX, SETTINGS
 from vna.shares.gate import SHARE_COOKIE, share_gate, share_principal
-from vna.web import PUBLIC, Handler, error_body, route_permission
+from vna.web import Handler, error_body
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +36,6 @@ CSRF_COOKIE = "vna_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 VERIFIER = web.AppKey("token_verifier", TokenVerifier)
-
-
-def route_path(request: web.Request) -> str:
-    """The matched route's pattern ('/dicom-web/studies/{study}'), or the path."""
-    route = request.match_info.route
-    resource = route.resource if route is not None else None
-    return resource.canonical if resource is not None else request.path
 
 
 def same_origin(request: web.Request, origin: str) -> bool:
@@ -144,16 +129,11 @@ def unauthorized(message: str) -> web.Response:
     return resp
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    path = route_path(request)
-    permission = effective_permission(route_permission(request), path)
-    if permission == PUBLIC:
-        return await handler(request)
-    dev = request.app[SETTINGS].dev
-    if dev and not _share_visit(request):
-        request[PRINCIPAL] = DEV
-        return await handler(request)
+async def authorize(
+    request: web.Request, policy: RoutePolicy, handler: Handler
+) -> web.StreamResponse:
+    """``handler``'s answer for whoever may have it; otherwise 401 (returned, with
+    WWW-Authenticate), or 403 / 404 (raised)."""
     try:
         principal = await authenticate(request)
     except Unauthorized as exc:
@@ -161,22 +141,25 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     request[PRINCIPAL] = principal
     if principal.kind == "share":
         return await share_gate(request, principal, handler)
-    if not allowed(principal, permission):
-        raise Forbidden(f"the {principal.role} role may not do this ({permission})")
-    if principal.sites is not None:
+    if not allowed(principal, policy.permission):
+        raise Forbidden(f"the {principal.role} role may not do this ({policy.permission})")
+    if principal.sites is not None and policy.slide:
         await _check_slide_site(request, principal.sites)
     return await handler(request)
 
 
-def _share_visit(request: web.Request) -> bool:
+def share_visit(request: web.Request) -> bool:
     """In dev mode too, a share link's visitor sees only what was shared."""
-    return SHARE_COOKIE in request.cookies and "Authorization" not in request.headers
+    headers = request.headers
+    return (
+        "Cookie" in headers and SHARE_COOKIE in request.cookies and "Authorization" not in headers
+    )
 
 
 async def _check_slide_site(request: web.Request, sites: tuple[str, ...]) -> None:
     # the slide routes (vna.slides) name the slide {id}
     slide_id = request.match_info.get("id")
-    if not slide_id or not route_path(request).startswith(SLIDE_PREFIXES):
+    if not slide_id:
         return
     try:
         rec = await request.app[INDEX].get_slide(slide_id)

@@ -36,7 +36,7 @@ SLIDES = web.AppKey("slides", "SlideService")
 CONCURRENT_BUILDS = 2 if (os.cpu_count() or 1) > 2 else 1
 ARRIVALS_PAGE = 5000  # WSI instances read per watcher query
 PYRAMID_TTL = 10.0  # seconds an open pyramid is trusted before its record is re-read
-PYRAMID_COST = 4096  # bytes an open pyramid is charged in the LRU
+MAX_OPEN = 1024  # open pyramids kept (metadata only: their shard indexes live in the LRU)
 CHUNK = 1 << 20
 
 
@@ -73,13 +73,16 @@ class SlideService:
         self._opening: dict[str, asyncio.Future] = {}
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Future] = set()
+        # slide id -> open pyramid: a plain dict, not the byte LRU, because every tile
+        # request looks here, and reordering an LRU on each one costs it (cache misses)
+        self.open: dict[str, OpenPyramid] = {}
         self._cursor = 0  # instances row of the last WSI instance the watcher saw
         self._arriving: dict[str, tuple[str, float]] = {}  # series -> (study, last stored_at)
 
     # -- the hot path's slide lookup ---------------------------------------------------
     async def pyramid(self, slide_id: str) -> OpenPyramid:
         """The open pyramid of a ready slide; stale-while-revalidate after PYRAMID_TTL."""
-        pyr = self.tiles.cache.get(("pyr", slide_id))
+        pyr = self.open.get(slide_id)
         if pyr is not None:
             if time.monotonic() - pyr.opened_at >= PYRAMID_TTL and slide_id not in self._refreshing:
                 self._refreshing.add(slide_id)
@@ -98,7 +101,9 @@ class SlideService:
         if rec.status is SlideStatus.FAILED:
             raise NotFound(f"slide {rec.id} failed to build: {rec.reason}")
         pyr = await self.tiles.reader.open(rec)
-        self.tiles.cache.put(("pyr", slide_id), pyr, PYRAMID_COST)
+        if len(self.open) >= MAX_OPEN:  # the one opened longest ago goes
+            self.open.pop(next(iter(self.open)))
+        self.open[slide_id] = pyr
         return pyr
 
     async def _revalidate(self, pyr: OpenPyramid) -> None:
@@ -122,7 +127,7 @@ class SlideService:
         task.add_done_callback(self._tasks.discard)
 
     def forget(self, slide_id: str) -> None:
-        self.tiles.cache.discard_where(lambda k: k[0] == "pyr" and k[1] == slide_id)
+        self.open.pop(slide_id, None)
 
     # -- the build queue -----------------------------------------------------------------
     def enqueue(self, slide_id: str) -> None:

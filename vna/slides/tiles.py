@@ -47,21 +47,25 @@ class TileService:
         )
         self.run = run  # the archive's bounded pool: pixels never touch the event loop
 
-    def cached(
-        self, pyr: OpenPyramid, k: int, col: int, row: int, fmt: str, quality: int
-    ) -> bytes | None:
-        """The hot path: no await, no thread hop."""
-        return self.cache.get(tile_key(pyr, k, col, row, fmt, quality))
-
     async def tile(
-        self, pyr: OpenPyramid, k: int, col: int, row: int, fmt: str, quality: int
+        self,
+        pyr: OpenPyramid,
+        k: int,
+        col: int,
+        row: int,
+        fmt: str,
+        quality: int,
+        *,
+        keep: bool = True,
     ) -> bytes:
-        """Tile (col, row) of pyramid level k (k may lie above the stored levels), exact size."""
+        """Tile (col, row) of pyramid level k (k may lie above the stored levels), exact
+        size.  ``keep=False``: not cached here (the caller caches its answer itself)."""
         key = tile_key(pyr, k, col, row, fmt, quality)
         data = self.cache.get(key)
         if data is None:
             data = await self._make(pyr, k, col, row, fmt, quality)
-            self.cache.put(key, data, len(data) + 100)
+            if keep:
+                self.cache.put(key, data, len(data) + 100)
         return data
 
     def check_tile(self, pyr: OpenPyramid, k: int, col: int, row: int) -> tuple[int, int]:

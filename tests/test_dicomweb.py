@@ -324,6 +324,23 @@ def test_delete_and_cors(cors_server):
         timeout=30,
     )
     assert pre.status_code == 204
+    assert pre.headers["Access-Control-Allow-Origin"] == "http://viewer.example"
+    assert "GET" in pre.headers["Access-Control-Allow-Methods"]
+    # every route answers preflights, parametrised ones too; other origins get none
+    series = f"{fs_server.dicomweb}/studies/{ds.StudyInstanceUID}/series"
+    pre = requests.options(
+        series,
+        headers={"Origin": "http://viewer.example", "Access-Control-Request-Method": "GET"},
+        timeout=30,
+    )
+    assert pre.status_code == 204
+    assert pre.headers["Access-Control-Allow-Origin"] == "http://viewer.example"
+    pre = requests.options(
+        series,
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"},
+        timeout=30,
+    )
+    assert pre.status_code == 405 and "Access-Control-Allow-Origin" not in pre.headers
     d = requests.delete(f"{fs_server.dicomweb}/studies/{ds.StudyInstanceUID}", timeout=30)
     assert d.status_code == 200 and d.json()["deleted"] == 1
     assert _qido(fs_server).json() == []

@@ -112,7 +112,7 @@ async def dzi(request: web.Request) -> web.Response:
 
 
 class TileAnswer:
-    """A Deep Zoom tile's whole answer, cached under the URL's own parts: a tile
+    """A Deep Zoom tile's whole answer, cached under the URL asked for: a tile
     asked for again (another viewer, a reload, a second pathologist on the case) is
     found without parsing, checking or formatting anything."""
 
@@ -144,8 +144,10 @@ async def dzi_tile(request: web.Request) -> web.Response:
             pyr = await svc.pyramid(mi["id"])
         except NotReady as exc:
             return not_ready_response(exc)
-    # the build names the pyramid: a rebuilt slide's tiles are new keys
-    key = ("dz", pyr.build_id, mi["level"], mi["col"], mi["row"], mi["fmt"], request.query_string)
+    # the request target as received (path and query, no parsing: yarl's parse of the
+    # query alone costs ~1 us); the build names the pyramid, so a rebuilt slide's
+    # tiles are new keys.  Spellings of one URL (%-escapes) are merely cached apart.
+    key = ("dz", pyr.build_id, request.raw_path)
     answer = svc.tiles.cache.get(key)
     if answer is None:
         return await _new_dzi_tile(request, svc, pyr, key)

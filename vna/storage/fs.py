@@ -24,7 +24,7 @@ import stat as stat_mod
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from itertools import islice
 
@@ -120,22 +120,13 @@ class FileStore:
         A concurrent delete may prune the parent directory between creating it
         and the rename, so recreate it and retry a few times.
         """
-        for attempt in range(5):
-            try:
-                self._ensure_parent(final)
-                if exclusive:
-                    os.link(tmp, final)  # fails with EEXIST: atomic "if absent"
-                else:
-                    os.replace(tmp, final)
-            except FileExistsError:
-                return False
-            except FileNotFoundError:
-                if attempt == 4:
-                    raise
-                continue
-            self._barrier()  # the name is durable before the caller is answered
-            return True
-        return False  # unreachable
+        try:
+            # a link fails with EEXIST: atomic "if absent"
+            self._into_place(tmp, final, os.link if exclusive else os.replace)
+        except FileExistsError:
+            return False
+        self._barrier()  # the name is durable before the caller is answered
+        return True
 
     # -- sync bodies (run in a worker thread) --------------------------------
 
@@ -246,13 +237,13 @@ class FileStore:
         self._barrier()  # and the name before the caller is answered
         return True
 
-    def _rename_into(self, src: str, final: str) -> None:
-        """Rename ``src`` to ``final``, creating parents; a concurrent delete may
-        prune a parent between the two, so retry a few times (as ``_publish``)."""
+    def _into_place(self, src: str, final: str, op: Callable[[str, str], None]) -> None:
+        """``op(src, final)`` (a rename or a link), creating ``final``'s parents; a
+        concurrent delete may prune a parent between the two, so retry a few times."""
         for attempt in range(5):
             try:
                 self._ensure_parent(final)
-                os.replace(src, final)
+                op(src, final)
                 return
             except FileNotFoundError:
                 if attempt == 4 or not os.path.exists(src):
@@ -280,23 +271,17 @@ class FileStore:
         (another process) whose index row may describe its bytes: replacing them
         would make that row's checksum false.  ``src`` is consumed either way."""
         size = os.stat(src).st_size
-        for attempt in range(5):
-            try:
-                self._ensure_parent(final)
-                os.link(src, final)
-                break
-            except FileExistsError:
-                os.unlink(src)
-                st = os.stat(final)
-                return BlobInfo(key=key, size=st.st_size, mtime=st.st_mtime, existed=True)
-            except FileNotFoundError:  # a concurrent delete pruned the parent
-                if attempt == 4 or not os.path.exists(src):
-                    raise
-            except OSError as exc:  # no hard links here (some network filesystems)
-                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-                    raise
-                self._rename_into(src, final)
-                return BlobInfo(key=key, size=size, mtime=time.time())
+        try:
+            self._into_place(src, final, os.link)
+        except FileExistsError:
+            os.unlink(src)
+            st = os.stat(final)
+            return BlobInfo(key=key, size=st.st_size, mtime=st.st_mtime, existed=True)
+        except OSError as exc:  # no hard links here (some network filesystems)
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                raise
+            self._into_place(src, final, os.replace)
+            return BlobInfo(key=key, size=size, mtime=time.time())
         os.unlink(src)
         return BlobInfo(key=key, size=size, mtime=time.time())
 

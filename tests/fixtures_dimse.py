@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures_server import free_port  # noqa: F401  (re-exported for the DIMSE tests)
+from tests.fixtures_server import free_port, stop_process  # noqa: F401  (free_port: re-exported for the DIMSE tests)
 from vna.archive.runtime import open_archive
 from vna.archive.service import Archive
 from vna.dimse.peers import PeerRegistry
@@ -174,12 +174,7 @@ def start_storescp(tmp: Path, ae_title: str = "DEST", *extra: str) -> Iterator[S
         wait_listening(port, proc)
         yield StoreSCP(ae_title, port, out, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, 10)
 
 
 @pytest.fixture

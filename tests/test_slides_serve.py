@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures_server import free_port
+from tests.fixtures_server import free_port, stop_process
 from vna.testdata.slides import default_cache_dir, make_svs
 
 ROOT = str(Path(__file__).resolve().parent.parent)
@@ -58,15 +58,6 @@ def serve(folder: Path, *args: str) -> tuple[subprocess.Popen, str, Path]:
         time.sleep(0.2)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-
-
 @pytest.mark.parametrize(("choice", "loop"), [("auto", "uvloop"), ("asyncio", "asyncio")])
 def test_serve_answers_tiles_on_its_event_loop(data, choice, loop):
     folder, slide_id = data
@@ -80,7 +71,7 @@ def test_serve_answers_tiles_on_its_event_loop(data, choice, loop):
         tile = requests.get(f"{info['id']}/0,0,512,512/256,/0/default.jpg", timeout=30)
         assert tile.status_code == 200 and tile.content == dzi.content
     finally:
-        stop(proc)
+        stop_process(proc)
     assert f"event loop: {loop}" in log.read_text()
 
 
@@ -104,7 +95,7 @@ def test_every_worker_serves_tiles(data):
         assert len(answers) == 1
         assert listeners(port) == 2  # neither process fell over
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 def listeners(port: int) -> int:

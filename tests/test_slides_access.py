@@ -1,4 +1,5 @@
-"""The tile-quiet access logger: slide opens and errors are logged, tile reads are not."""
+"""The tile-quiet access logger: slide opens and errors are logged, tile reads are not.
+(tests/test_slides_serve.py checks the same on the log of a running ``vna serve``.)"""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ import logging
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from vna.slides.access import REDACTED, TileQuietAccessLogger
+from vna.slides.access import REDACTED, TileQuietAccessLogger, TileResponse
 
 SID = "0123456789abcdef0123456789abcdef"
 
 
-def log_lines(path: str, status: int = 200, method: str = "GET", fmt: str = "%r %s") -> list[str]:
+def log_lines(
+    path: str,
+    status: int = 200,
+    method: str = "GET",
+    fmt: str = "%r %s",
+    cls: type[web.Response] = web.Response,
+) -> list[str]:
     """What the logger writes for one request (nothing, or one line)."""
     records: list[logging.LogRecord] = []
     logger = logging.getLogger(f"test-access-{path}-{status}-{fmt}")
@@ -21,7 +28,7 @@ def log_lines(path: str, status: int = 200, method: str = "GET", fmt: str = "%r 
     handler.emit = records.append  # type: ignore[method-assign]
     logger.addHandler(handler)
     TileQuietAccessLogger(logger, fmt).log(
-        make_mocked_request(method, path), web.Response(status=status), 0.001
+        make_mocked_request(method, path), cls(status=status), 0.001
     )
     return [r.getMessage() for r in records]
 
@@ -31,9 +38,10 @@ def logged(path: str, status: int = 200, method: str = "GET") -> bool:
 
 
 def test_tiles_are_not_logged():
-    assert not logged(f"/slides/{SID}_files/12/3_4.jpeg")
-    assert not logged(f"/slides/{SID}_files/12/3_4.jpeg", 304)
-    assert not logged(f"/iiif/3/{SID}/0,0,512,512/256,/0/default.jpg")
+    """The tile routes answer a tile with a TileResponse (200 or 304)."""
+    for status in (200, 304):
+        assert not log_lines(f"/slides/{SID}_files/12/3_4.jpeg", status, cls=TileResponse)
+        assert not log_lines(f"/iiif/3/{SID}/0,0,512,512/256,/0/default.jpg", cls=TileResponse)
 
 
 def test_slide_opens_errors_and_the_rest_are_logged():

@@ -70,9 +70,17 @@ def test_serve_answers_tiles_on_its_event_loop(data, choice, loop):
         info = requests.get(f"{url}/iiif/3/{slide_id}/info.json", timeout=30).json()
         tile = requests.get(f"{info['id']}/0,0,512,512/256,/0/default.jpg", timeout=30)
         assert tile.status_code == 200 and tile.content == dzi.content
+        outside = requests.get(f"{url}/slides/{slide_id}_files/10/99_99.jpeg", timeout=30)
+        assert outside.status_code == 404
     finally:
         stop_process(proc)
-    assert f"event loop: {loop}" in log.read_text()
+    text = log.read_text()
+    assert f"event loop: {loop}" in text
+    # the access log: opening the slide and errors are in it, tile reads are not
+    assert f"GET /slides/{slide_id} HTTP/1.1" in text
+    assert f"GET /iiif/3/{slide_id}/info.json HTTP/1.1" in text
+    assert f'GET /slides/{slide_id}_files/10/99_99.jpeg HTTP/1.1" 404' in text
+    assert "_files/10/0_0.jpeg" not in text and "default.jpg" not in text
 
 
 def test_every_worker_serves_tiles(data):

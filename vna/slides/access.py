@@ -1,11 +1,14 @@
-"""An access logger that leaves out successful tile reads.
+"""An access logger that leaves out successful tile reads, and the answer that marks them.
 
 aiohttp's default access log writes one line per request: at thousands of tiles a
 second that is about half of the tile server's CPU (measured: ~60 vs ~110 µs per
 tile) and a log nobody reads.  Opening a slide (``.dzi``, ``info.json``, the
 manifest, the record) is still logged, which is the audit trail that matters; so
 are errors and every non-tile request.  ``vna serve`` opts in with
-``web.run_app(..., access_log_class=TileQuietAccessLogger)``.
+``web.run_app(..., access_log_class=TileQuietAccessLogger)``.  The tile routes
+answer with a ``TileResponse``; the logger recognises a tile by that class alone.
+Matching every request's path against a tile pattern instead cost 2.6 µs a tile
+under load (7% of the tile server's CPU).
 
 It also blanks out share link tokens (``/share/TOKEN``): a token opens what was
 shared to whoever holds it, and log files travel further than patient images may.
@@ -19,10 +22,6 @@ import re
 from aiohttp import web
 from aiohttp.web_log import AccessLogger, KeyMethod
 
-# DZI tiles, and IIIF image requests (region/size/rotation/quality.format)
-TILE_PATH = re.compile(r"^/slides/[^/]+_files/|^/iiif/3/[^/]+/[^/]+/[^/]+/[^/]+/[^/]+\.\w+$")
-
-
 SHARE_TOKEN = re.compile(r"^/share/(?!info$|download$)[^/?]+")
 REDACTED = "/share/[token]"
 
@@ -33,6 +32,11 @@ def _request_line(request: web.BaseRequest, response: web.StreamResponse, time: 
         return "-"
     path = SHARE_TOKEN.sub(REDACTED, request.path_qs)
     return f"{request.method} {path} HTTP/{request.version.major}.{request.version.minor}"
+
+
+class TileResponse(web.Response):
+    """A Deep Zoom tile or IIIF image request's answer, 200 or 304 (an error is
+    answered by the route guard with a plain response, and logged)."""
 
 
 class TileQuietAccessLogger(AccessLogger):
@@ -48,10 +52,6 @@ class TileQuietAccessLogger(AccessLogger):
         return fmt, [KeyMethod(m.key, _request_line) if m.key == line else m for m in methods]
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        if (
-            response.status in (200, 304)
-            and request.method == "GET"
-            and TILE_PATH.match(request.path)
-        ):
+        if response.__class__ is TileResponse:
             return
         super().log(request, response, time)

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from vna.errors import BadRequest, NotFound, NotReady
 from vna.slides import iiif, render
+from vna.slides.access import TileResponse
 from vna.slides.pyramid import OpenPyramid
 from vna.slides.service import PYRAMID_TTL, SLIDES, SlideService, not_ready_response
 from vna.slides.tiles import check_format
@@ -51,13 +52,19 @@ def _matches(request: web.Request, etag: str) -> bool:
 
 
 def image_response(
-    request: web.Request, data: bytes, fmt: str, etag: str, cache_control: str = CACHE_CONTROL
+    request: web.Request,
+    data: bytes,
+    fmt: str,
+    etag: str,
+    cache_control: str = CACHE_CONTROL,
+    cls: type[web.Response] = web.Response,
 ) -> web.Response:
+    """``cls`` is TileResponse for tiles, which the access log leaves out."""
     headers = {"ETag": etag, "Cache-Control": cache_control}
     if _matches(request, etag):
-        return web.Response(status=304, headers=headers)
+        return cls(status=304, headers=headers)
     headers["Content-Type"] = render.MEDIA_TYPES[fmt]
-    return web.Response(body=data, headers=headers)
+    return cls(body=data, headers=headers)
 
 
 def _int(text: str, what: str) -> int:
@@ -126,8 +133,8 @@ class TileAnswer:
 
     def response(self, request: web.Request) -> web.Response:
         if "If-None-Match" in request.headers and _matches(request, self.etag):
-            return web.Response(status=304, headers=self.not_modified)
-        return web.Response(body=self.data, headers=self.headers)
+            return TileResponse(status=304, headers=self.not_modified)
+        return TileResponse(body=self.data, headers=self.headers)
 
 
 ANSWER_COST = 400  # bytes an answer takes beside its tile (headers, key)
@@ -165,7 +172,7 @@ async def _new_dzi_tile(
     cache_control = _tile_cache_control(request, pyr)
     if _matches(request, etag):  # the client has it: no need to read it
         svc.tiles.check_tile(pyr, k, col, row)
-        return image_response(request, b"", fmt, etag, cache_control)
+        return image_response(request, b"", fmt, etag, cache_control, TileResponse)
     # kept as the answer only: cached twice, a tile would count twice against the bound
     data = await svc.tiles.tile(pyr, k, col, row, fmt, q, keep=False)
     answer = TileAnswer(data, fmt, etag, cache_control)
@@ -277,7 +284,7 @@ async def iiif_image(request: web.Request) -> web.Response:
         data = await svc.tiles.tile(pyr, k, col, row, req.fmt, pyr.quality)
     else:
         data = await _region(svc, pyr, req)
-    resp = image_response(request, data, req.fmt, etag, cache_control)
+    resp = image_response(request, data, req.fmt, etag, cache_control, TileResponse)
     resp.headers["Link"] = IIIF_PROFILE_LINK
     return resp
 

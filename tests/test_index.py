@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
+import sys
 import threading
 from io import BytesIO
 from pathlib import Path
@@ -583,3 +584,39 @@ async def test_slides_crud(index) -> None:
     ):
         with pytest.raises(NotFound):
             await call
+
+
+async def test_writers_of_other_processes_take_turns_on_the_lock_file(tmp_path: Path) -> None:
+    """A writer waits on the lock file beside the database while another process
+    holds it (not on SQLite's sleeping retries), and writes once it is released."""
+    db = tmp_path / "shared.db"
+    idx = make_index(f"sqlite:///{db}")
+    await idx.open()
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import fcntl, os, sys\n"
+        f"fd = os.open({str(db) + '-writer.lock'!r}, os.O_RDWR)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "sys.stdin.read()\n",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert await holder.stdout.readline() == b"held\n"
+        add = asyncio.ensure_future(
+            idx.add(record("6.1.1.1", study="6.1", series="6.1.1"), DuplicatePolicy.KEEP)
+        )
+        done, _ = await asyncio.wait([add], timeout=1.0)
+        assert not done  # an unlocked write takes milliseconds
+        holder.stdin.close()
+        assert await holder.wait() == 0
+        assert await asyncio.wait_for(add, 30) is AddOutcome.STORED
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
+        await idx.close()
+    with sqlite3.connect(db) as conn:  # committed, seen by a new connection
+        assert conn.execute("SELECT sop_uid FROM instances").fetchall() == [("6.1.1.1",)]

@@ -5,16 +5,26 @@ together (group commit): concurrent ``add()`` calls share one transaction and on
 fsync, each awaiting its own outcome; a failing call is rolled back to its own
 savepoint without taking the others down.  Reads run on a small thread pool,
 each thread with its own connection, so in WAL mode they never wait for writes.
+
+Several processes may write one index (``vna serve --workers``, ``vna import``
+while the server runs).  SQLite makes a writer that finds the database locked
+poll, sleeping 1, 2, 5 ... 100 ms between tries: under steady concurrent writes
+that sleep, not the work, set the pace.  So each transaction first takes an
+exclusive ``flock`` on a lock file beside the database, which hands over to the
+next waiting process the moment it is released.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,6 +66,7 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         self.max_batch = max_batch
         self._queue: queue.Queue[Any] = queue.Queue()
         self._writer: threading.Thread | None = None
+        self._lock_fd: int | None = None  # the writers' lock file (see the docstring)
         self._wconn: sqlite3.Connection | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -83,6 +94,7 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
 
     def _open_sync(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.path + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
         self._wconn = self._connect(readonly=False)
         applied = apply_migrations(self._wconn)
         if applied:
@@ -96,6 +108,7 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
             if self._wconn is not None:
                 self._wconn.close()
                 self._wconn = None
+            self._close_lock()
             raise _wrap(exc) from exc
         self._pool = ThreadPoolExecutor(self.readers, thread_name_prefix="vna-index-read")
         self._writer = threading.Thread(
@@ -122,6 +135,25 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         self._local = threading.local()
         if self._wconn is not None:
             self._close_writer()
+        self._close_lock()
+
+    def _close_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the writers' lock (blocking, without the GIL) for one transaction."""
+        fd = self._lock_fd
+        if fd is None:
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _close_writer(self) -> None:
         assert self._wconn is not None
@@ -171,6 +203,26 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         live = [item for item in batch if item[2].set_running_or_notify_cancel()]
         done: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
+            with self._exclusive():
+                self._transaction(conn, live, done)
+        except Exception as exc:  # the commit itself failed: nothing is durable
+            for _fn, _args, fut in live:
+                fut.set_exception(_wrap(exc))
+            return
+        for fut, result, error in done:
+            if error is None:
+                fut.set_result(result)
+            else:
+                fut.set_exception(error)
+
+    def _transaction(
+        self,
+        conn: sqlite3.Connection,
+        live: list[tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]],
+        done: list[tuple[Future[Any], Any, BaseException | None]],
+    ) -> None:
+        """Run the calls in one transaction, each in its own savepoint."""
+        try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, args, fut in live:
                 conn.execute("SAVEPOINT op")
@@ -184,17 +236,10 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
                 conn.execute("RELEASE op")
             conn.execute("COMMIT")
             self.commits += 1
-        except Exception as exc:  # the commit itself failed: nothing is durable
+        except Exception:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for _fn, _args, fut in live:
-                fut.set_exception(_wrap(exc))
-            return
-        for fut, result, error in done:
-            if error is None:
-                fut.set_result(result)
-            else:
-                fut.set_exception(error)
+            raise
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         if self._writer is None:

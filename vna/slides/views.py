@@ -138,6 +138,9 @@ class TileAnswer:
 
 
 ANSWER_COST = 400  # bytes an answer takes beside its tile (headers, key)
+# the route matches {level}/{col}_{row}.{fmt} as one {tile}: aiohttp unquotes every
+# path parameter with a Python call per request, and the hot path needs none of them
+TILE_NAME = re.compile(r"(\d+)/(\d+)_(\d+)\.([a-z]+)")
 
 
 async def dzi_tile(request: web.Request) -> web.Response:
@@ -164,10 +167,10 @@ async def dzi_tile(request: web.Request) -> web.Response:
 async def _new_dzi_tile(
     request: web.Request, svc: SlideService, pyr: OpenPyramid, key: tuple
 ) -> web.Response:
-    mi = request.match_info
-    k = pyr.dzi_level(int(mi["level"]))
-    fmt, q = check_format(mi["fmt"], _quality(request), pyr.quality)
-    col, row = int(mi["col"]), int(mi["row"])
+    level, col, row, fmt_name = TILE_NAME.fullmatch(request.match_info["tile"]).groups()
+    k = pyr.dzi_level(int(level))
+    fmt, q = check_format(fmt_name, _quality(request), pyr.quality)
+    col, row = int(col), int(row)
     etag = f'"{pyr.build_id}.{k}.{col}.{row}.{fmt}.{q}"'
     cache_control = _tile_cache_control(request, pyr)
     if _matches(request, etag):  # the client has it: no need to read it
@@ -343,7 +346,7 @@ def routes(sid: str) -> list[Route]:
     return [
         Route(
             "GET",
-            f"/slides/{sid}_files/{{level:\\d+}}/{{col:\\d+}}_{{row:\\d+}}.{{fmt:[a-z]+}}",
+            f"/slides/{sid}_files/{{tile:\\d+/\\d+_\\d+\\.[a-z]+}}",
             dzi_tile,
             READ,
         ),

@@ -94,10 +94,20 @@ class Inflight:
             event.set()
 
 
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a batch of instances came from: stamped on each, or checked."""
+
+    source: str = ""
+    expected_study: str | None = None  # the study a STOW-RS URL named
+    site: str | None = None
+
+
 @dataclass(slots=True)
 class _Item:
     path: str
     result: StoreResult
+    origin: Origin
     parsed: ParsedInstance | None = None
     key: str = ""
     twin: _Item | None = None  # an earlier item of the batch with the same identity
@@ -132,11 +142,28 @@ def store_paths(
 ) -> list[StoreResult]:
     """Archive the Part-10 files at ``paths`` (each consumed: moved or deleted).
     Blocking: call it from a worker thread.  Never raises for bad input."""
-    items = [_prepare(archive, p, expected_study) for p in paths]
+    return store_groups(archive, [(paths, Origin(source, expected_study, site))])[0]
+
+
+def store_groups(
+    archive: Archive, groups: list[tuple[list[str], Origin]]
+) -> list[list[StoreResult]]:
+    """``store_paths`` for several groups of files at once, each of its own
+    origin (concurrent STOW-RS requests): one batch, one result list per group."""
+    items = [_prepare(archive, p, origin) for paths, origin in groups for p in paths]
+    _store_items(archive, items)
+    out, start = [], 0
+    for paths, _origin in groups:
+        out.append([it.result for it in items[start : start + len(paths)]])
+        start += len(paths)
+    return out
+
+
+def _store_items(archive: Archive, items: list[_Item]) -> None:
     todo = [it for it in items if it.parsed is not None]
     try:
         while todo:  # a second round for what another batch was writing meanwhile
-            waits = _store_round(archive, todo, source, site)
+            waits = _store_round(archive, todo)
             for event, _it in waits:
                 event.wait()
             todo = [it for _event, it in waits]
@@ -148,11 +175,11 @@ def store_paths(
         if it.twin is not None:  # the same bytes twice in one batch: as the first went
             it.result.error = it.twin.result.error
             it.result.outcome = None if it.result.error else AddOutcome.DUPLICATE
-    return [it.result for it in items]
 
 
-def _prepare(archive: Archive, path: str, expected_study: str | None) -> _Item:
-    item = _Item(path, StoreResult())
+def _prepare(archive: Archive, path: str, origin: Origin) -> _Item:
+    item = _Item(path, StoreResult(), origin)
+    expected_study = origin.expected_study
     try:
         parsed = prepare_file(path)
         item.result.sop_class_uid = parsed.sop_class_uid
@@ -175,13 +202,13 @@ def _prepare(archive: Archive, path: str, expected_study: str | None) -> _Item:
 _Waits = list[tuple[threading.Event, _Item]]
 
 
-def _store_round(archive: Archive, items: list[_Item], source: str, site: str | None) -> _Waits:
+def _store_round(archive: Archive, items: list[_Item]) -> _Waits:
     """Classify, write and commit ``items``; returns those held by another batch."""
     claimed: list[str] = []
     try:
         waits = _classify(archive, items, claimed)
         _write_blobs(archive, items)
-        _commit_rows(archive, [it for it in items if it.written], source, site)
+        _commit_rows(archive, [it for it in items if it.written])
     finally:
         archive.inflight.release(claimed)
     return waits
@@ -256,12 +283,12 @@ def _adopt(store: BlockingStore, it: _Item) -> None:
         it.written = False
 
 
-def _commit_rows(archive: Archive, items: list[_Item], source: str, site: str | None) -> None:
+def _commit_rows(archive: Archive, items: list[_Item]) -> None:
     if not items:
         return
     now = time.time()
     recs = [
-        it.parsed.to_record(it.key, stored_at=now, source=source, site=site)
+        it.parsed.to_record(it.key, stored_at=now, source=it.origin.source, site=it.origin.site)
         for it in items
         if it.parsed is not None  # always, for a written item
     ]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vna.archive import batch
+from vna.archive.coalesce import Coalescer
 from vna.archive.instance import (
     BLOB_PREFIX,
     StoreResult,
@@ -82,6 +83,8 @@ class Archive:
         # (vna.archive.batch): one thread per batch instead of a hop per step
         self.blocking = batch.supports_blocking(store, index)
         self.inflight = batch.Inflight()  # identities being written (batched path)
+        # concurrent STOW-RS batches, stored together (batched path only)
+        self._coalescer = Coalescer(self._store_groups, self._discard)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Blocking or CPU work, off the event loop, in the archive's bounded pool."""
@@ -148,7 +151,7 @@ class Archive:
         spool file (consumed); one result per item, in order, each failing alone.
         On a blocking-capable store and index: one thread hop for the lot."""
         if self.blocking:
-            return await self.run(self._store_items_blocking, items, source, expected_study, site)
+            return await self._coalescer.store(items, batch.Origin(source, expected_study, site))
         paths = await self.run(self._spool_items, items)
         gate = asyncio.Semaphore(PARALLEL_STORES)
 
@@ -171,11 +174,19 @@ class Archive:
             self, paths, source=source, expected_study=expected_study, site=site
         )
 
-    def _store_items_blocking(
-        self, items: list[bytes | str], source: str, expected_study: str | None, site: str | None
-    ) -> list[StoreResult]:
-        paths = self._spool_items(items)
-        return self.store_files_blocking(paths, source, expected_study, site)
+    async def _store_groups(
+        self, groups: list[tuple[list[bytes | str], batch.Origin]]
+    ) -> list[list[StoreResult]]:
+        return await self.run(self._store_groups_blocking, groups)
+
+    def _store_groups_blocking(
+        self, groups: list[tuple[list[bytes | str], batch.Origin]]
+    ) -> list[list[StoreResult]]:
+        spooled = [(self._spool_items(items), origin) for items, origin in groups]
+        return batch.store_groups(self, spooled)
+
+    async def _discard(self, items: list[bytes | str]) -> None:
+        await self.run(self.discard, items)
 
     def _spool_items(self, items: list[bytes | str]) -> list[str]:
         tmp = str(self.tmp_dir)

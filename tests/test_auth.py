@@ -72,7 +72,7 @@ def stow(server: LiveServer, headers: dict[str, str], *parts: bytes) -> requests
 
 
 # -- every protected route -------------------------------------------------------
-SAMPLES = ["1.2.3", "thumbnail", "1", "abc", "x/y"]
+SAMPLES = ["1.2.3", "thumbnail", "1", "abc", "x/y", "12/3_4.jpeg"]  # the last: a DZ tile
 
 
 def _groups(regex: str) -> dict[str, str]:

@@ -82,12 +82,7 @@ async def test_a_batch_withdrawn_before_its_turn_stores_nothing(archive: Archive
     release = await _hold_executor(archive)
     stored = asyncio.ensure_future(archive.store_batch([td.to_bytes(ds) for ds in first]))
     await asyncio.sleep(0.05)  # taken: waiting in the pool for its turn
-    spooled = []
-    for ds in second:  # large parts arrive as spool files
-        path = archive.spool_path()
-        Path(path).write_bytes(td.to_bytes(ds))
-        spooled.append(path)
-    withdrawn = asyncio.ensure_future(archive.store_batch(list(spooled)))
+    withdrawn = asyncio.ensure_future(archive.store_batch([td.to_bytes(ds) for ds in second]))
     await asyncio.sleep(0.05)
     withdrawn.cancel()
     await asyncio.sleep(0.05)
@@ -95,6 +90,26 @@ async def test_a_batch_withdrawn_before_its_turn_stores_nothing(archive: Archive
     with pytest.raises(asyncio.CancelledError):
         await withdrawn
     assert [r.outcome for r in await stored] == [AddOutcome.STORED] * 3
-    assert not any(Path(p).exists() for p in spooled)
-    found = await archive.index.instances(second[0].StudyInstanceUID)
-    assert found == []
+    assert await archive.index.instances(second[0].StudyInstanceUID) == []
+    assert not list(archive.tmp_dir.iterdir())  # nothing of it was left spooled
+
+
+async def test_a_batch_with_a_large_part_is_not_held_behind_others(archive: Archive) -> None:
+    """A spooled (large) part is stored on its own: it does not queue behind the
+    merged batch being stored, as another small batch does."""
+    small, large, later = _study(61), _study(62), _study(63)
+    waiting = archive._coalescer._waiting  # the batches queued for the next merge
+    release = await _hold_executor(archive)
+    merged = asyncio.ensure_future(archive.store_batch([td.to_bytes(ds) for ds in small]))
+    await asyncio.sleep(0.05)  # taken, and waiting in the pool
+    path = archive.spool_path()
+    Path(path).write_bytes(td.to_bytes(large[0]))
+    alone = asyncio.ensure_future(archive.store_batch([path]))
+    await asyncio.sleep(0.05)
+    assert waiting == []
+    queued = asyncio.ensure_future(archive.store_batch([td.to_bytes(later[0])]))
+    await asyncio.sleep(0.05)
+    assert len(waiting) == 1
+    release.set()
+    results = [*await alone, *await merged, *await queued]
+    assert [r.outcome for r in results] == [AddOutcome.STORED] * 5

@@ -11,7 +11,9 @@ instances came 40 to a request, which is what this gives the server.
 
 Results go back to each request in its own order.  A request cancelled before its
 batch was taken (the server stopping) withdraws it; once taken, the batch is
-stored like any interrupted upload's.
+stored like any interrupted upload's.  Batches holding a large, spooled part do
+not come here (``Archive.store_batch``): storing it takes long, and the small
+batches merged with it would wait as long.
 """
 
 from __future__ import annotations

@@ -151,7 +151,13 @@ class Archive:
         spool file (consumed); one result per item, in order, each failing alone.
         On a blocking-capable store and index: one thread hop for the lot."""
         if self.blocking:
-            return await self._coalescer.store(items, batch.Origin(source, expected_study, site))
+            origin = batch.Origin(source, expected_study, site)
+            if any(isinstance(it, str) for it in items):
+                # a large part (spooled): stored on its own, as merging gains it
+                # nothing and would hold the small ones behind it
+                (results,) = await self._store_groups([(items, origin)])
+                return results
+            return await self._coalescer.store(items, origin)
         paths = await self.run(self._spool_items, items)
         gate = asyncio.Semaphore(PARALLEL_STORES)
 

@@ -422,7 +422,10 @@ def test_browse_when_signed_in(sign_in: dict, secured: tuple[LiveServer, str]) -
     # the anonymous calls that sent the visitor to sign in are the only failures
     failed = [x for x in sign_in["responses"] if x["status"] >= 400]
     assert failed and {x["status"] for x in failed} == {401}
-    assert len(sign_in["consoleErrors"]) == len(failed)
+    # each failed request may log a console error, or not when the page is already
+    # on its way to the sign-in page (seen in CI: two 401s, one message); no other
+    assert 1 <= len(sign_in["consoleErrors"]) <= len(failed)
+    assert all("status of 401" in e for e in sign_in["consoleErrors"])
 
 
 # -- sharing a slide (not dev mode) -------------------------------------------------------------

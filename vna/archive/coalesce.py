@@ -53,6 +53,8 @@ class Coalescer:
 
     async def store(self, items: Items, origin: Origin) -> list[StoreResult]:
         entry = _Waiting(items, origin, asyncio.get_running_loop().create_future())
+        # a failure set after its request went away is not "never retrieved"
+        entry.future.add_done_callback(_retrieve)
         self._waiting.append(entry)
         if self._drain is None or self._drain.done():
             self._drain = asyncio.ensure_future(self._run())
@@ -89,3 +91,8 @@ class Coalescer:
             size += w.size
         del self._waiting[: len(taken)]
         return taken
+
+
+def _retrieve(future: asyncio.Future[list[StoreResult]]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -18,6 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.fixtures_server import listeners  # noqa: E402
+
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 ORTHANC_PLUGINS = "/usr/share/orthanc/plugins"
 VENV_BIN = Path(sys.executable).parent
@@ -38,16 +41,6 @@ def wait_http(url: str, timeout: float = 60) -> None:
         except Exception:
             time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer within {timeout}s")
-
-
-def listeners(port: int) -> int:
-    """Sockets listening on the port (one per process with SO_REUSEPORT)."""
-    count = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
-            count += 1
-    return count
 
 
 def wait_listeners(port: int, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:

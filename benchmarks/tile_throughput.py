@@ -243,7 +243,7 @@ def vna_target(
     url = dzi_url(slide.vna_id, slide.width, slide.height)
     try:
         wait_http(f"http://127.0.0.1:{port}{url(0, 0, 0)}", proc)
-        time.sleep(1 if workers == 1 else 4)  # let the extra workers bind too
+        peers.wait_listeners(port, workers, proc)  # every worker bound, then a second to settle
         yield Target(name, f"http://127.0.0.1:{port}", proc.pid, url)
     finally:
         stop(proc)

@@ -28,6 +28,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listeners(port: int) -> int:
+    """Sockets listening on the port (one per process with SO_REUSEPORT)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
     """Stop a server the test started: SIGTERM, then SIGKILL if it lingers."""
     proc.terminate()

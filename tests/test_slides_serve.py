@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures_server import free_port, stop_process
+from tests.fixtures_server import free_port, listeners, stop_process
 from vna.testdata.slides import default_cache_dir, make_svs
 
 ROOT = str(Path(__file__).resolve().parent.parent)
@@ -104,13 +104,3 @@ def test_every_worker_serves_tiles(data):
         assert listeners(port) == 2  # neither process fell over
     finally:
         stop_process(proc)
-
-
-def listeners(port: int) -> int:
-    """Listening sockets on the port (one per process with SO_REUSEPORT)."""
-    count = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, state = line.split()[1], line.split()[3]
-        if state == "0A" and int(local.split(":")[1], 16) == port:
-            count += 1
-    return count

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from vna.archive.instance import StoreResult, blob_key, prepare_file, unlink_quietly
 from vna.dicom import ParsedInstance, parse_part10
 from vna.errors import Conflict, StorageError, StudyMismatch, VnaError
-from vna.index.base import AddOutcome, DuplicatePolicy, InstanceRecord
+from vna.index.base import AddOutcome, BlobCheck, DuplicatePolicy, InstanceRecord
 from vna.storage.base import BlobInfo
 
 if TYPE_CHECKING:
@@ -55,8 +55,10 @@ class BlockingIndex(Protocol):
 
     def identities_blocking(self, sop_uids: list[str]) -> dict[str, set[str]]: ...
 
+    def deletion_epoch_blocking(self) -> int: ...
+
     def add_batch_blocking(
-        self, recs: list[InstanceRecord], policy: DuplicatePolicy
+        self, recs: list[InstanceRecord], policy: DuplicatePolicy, check: BlobCheck | None = None
     ) -> list[AddOutcome | VnaError]: ...
 
 
@@ -207,8 +209,10 @@ def _store_round(archive: Archive, items: list[_Item]) -> _Waits:
     claimed: list[str] = []
     try:
         waits = _classify(archive, items, claimed)
+        # read before any blob is written: a DELETE after it is seen at the commit
+        epoch = _deletion_epoch(archive, items)
         _write_blobs(archive, items)
-        _commit_rows(archive, [it for it in items if it.written])
+        _commit_rows(archive, [it for it in items if it.written], epoch)
     finally:
         archive.inflight.release(claimed)
     return waits
@@ -257,6 +261,18 @@ def _check_index(archive: Archive, items: list[_Item]) -> None:
             it.write = True
 
 
+def _deletion_epoch(archive: Archive, items: list[_Item]) -> int:
+    if not any(it.write for it in items):
+        return 0
+    try:
+        return cast(BlockingIndex, archive.index).deletion_epoch_blocking()
+    except VnaError as exc:
+        for it in items:
+            if it.write:
+                it.result.error, it.write = exc, False
+        return 0
+
+
 def _write_blobs(archive: Archive, items: list[_Item]) -> None:
     todo = [it for it in items if it.write]
     if not todo:
@@ -283,7 +299,7 @@ def _adopt(store: BlockingStore, it: _Item) -> None:
         it.written = False
 
 
-def _commit_rows(archive: Archive, items: list[_Item]) -> None:
+def _commit_rows(archive: Archive, items: list[_Item], epoch: int) -> None:
     if not items:
         return
     now = time.time()
@@ -293,7 +309,9 @@ def _commit_rows(archive: Archive, items: list[_Item]) -> None:
         if it.parsed is not None  # always, for a written item
     ]
     try:
-        outcomes = cast(BlockingIndex, archive.index).add_batch_blocking(recs, archive.policy)
+        outcomes = cast(BlockingIndex, archive.index).add_batch_blocking(
+            recs, archive.policy, archive.blob_check(epoch)
+        )
     except VnaError as exc:  # nothing committed: the blobs are orphans for fsck
         outcomes = [exc] * len(items)
     store = cast(BlockingStore, archive.store)

@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +39,7 @@ from vna.errors import (
 )
 from vna.index.base import (
     AddOutcome,
+    BlobCheck,
     DuplicatePolicy,
     FindResult,
     Index,
@@ -248,6 +249,7 @@ class Archive:
                 f"SOP Instance {parsed.sop_instance_uid} is already stored with different content"
             )
         key = blob_key(parsed)
+        check = self.blob_check(await self.index.deletion_epoch())
         # durable before the index knows of it; on a local store the spool file is
         # linked into place, so the bytes are written once.  Never replacing: a
         # blob already at the key is this dataset, written by a concurrent store
@@ -256,7 +258,7 @@ class Archive:
         if info.existed:
             parsed = await self._adopt(key, parsed)
         rec = parsed.to_record(key, stored_at=time.time(), source=source, site=site)
-        outcome = await self.index.add(rec, self.policy)
+        outcome = await self.index.add(rec, self.policy, check)
         if outcome is AddOutcome.CONFLICT:
             # a concurrent store of the same SOP won the race; our blob is unreferenced
             # (a blob we kept is its writer's to remove: it gets the same answer)
@@ -356,13 +358,25 @@ class Archive:
         return True
 
     async def delete(self, study: str, series: str | None = None, sop: str | None = None) -> int:
-        """Index rows first: a crash after leaves orphan blobs, never dangling rows."""
-        removed = await self.index.delete(study, series, sop)
+        """Index rows first: a crash after leaves orphan blobs, never dangling rows.
+        The blobs go while the index's writers are held off, so a store of the same
+        dataset racing this DELETE cannot index a blob that is being removed
+        (vna.index.BlobCheck)."""
+        removed = await self.index.delete(study, series, sop, delete_blobs=self._delete_blobs)
         if not removed:
             raise NotFound(f"nothing to delete at {'/'.join(x for x in (study, series, sop) if x)}")
-        for rec in removed:
-            await self.store.delete(rec.blob_key)
         return len(removed)
+
+    def _delete_blobs(self, recs: Sequence[InstanceRecord]) -> None:
+        for rec in recs:
+            try:
+                self.store.delete_blocking(rec.blob_key)
+            except VnaError as exc:  # an orphan blob: fsck reports it
+                log.warning("cannot delete blob %s: %s", rec.blob_key, exc.message)
+
+    def blob_check(self, epoch: int) -> BlobCheck:
+        """What a store that read ``epoch`` before writing its blobs commits with."""
+        return BlobCheck(epoch, self.store.exists_blocking)
 
 
 def _sha256(data: bytes) -> str:

@@ -8,7 +8,7 @@ metadata routes need is in the rows, including each instance's DICOM JSON.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -60,6 +60,26 @@ class InstanceRecord:
     source: str = ""  # who sent it: "STOW-RS 10.0.0.5", "C-STORE MODALITY1", "import"
     current: bool = True
     site: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BlobCheck:
+    """How a store makes sure the blob it is about to index survived any DELETE
+    that ran meanwhile.  A DELETE removes the rows, then their blobs, holding the
+    index's writers' lock throughout, and counts itself (the deletion epoch) when
+    its rows go and again when their blobs are gone.  A store reads the epoch
+    before writing its blob; when it commits (under the same lock, so never while
+    a DELETE is under way), a changed epoch sends it to ``exists`` for each of its
+    blobs, and
+    a blob that is gone fails its record, unacknowledged, instead of leaving a
+    row pointing at nothing."""
+
+    epoch: int
+    exists: Callable[[str], bool]  # blocking: called on the index's writer
+
+
+# runs after the DELETE's commit, under the writers' lock (see BlobCheck)
+DeleteBlobs = Callable[[Sequence["InstanceRecord"]], None]
 
 
 @dataclass(slots=True)
@@ -129,9 +149,14 @@ class Index(SecurityIndex, Protocol):
     async def close(self) -> None: ...
 
     # -- instances -------------------------------------------------------------
-    async def add(self, rec: InstanceRecord, policy: DuplicatePolicy) -> AddOutcome:
+    async def add(
+        self, rec: InstanceRecord, policy: DuplicatePolicy, check: BlobCheck | None = None
+    ) -> AddOutcome:
         """Record a stored blob.  Committed (durable) when this returns.
         Concurrent calls may be committed together (group commit)."""
+
+    async def deletion_epoch(self) -> int:
+        """How many deletions of instance rows there have been (see BlobCheck)."""
 
     async def get(self, sop_instance_uid: str) -> InstanceRecord:
         """The current version; NotFound if absent."""
@@ -148,9 +173,15 @@ class Index(SecurityIndex, Protocol):
     async def find(self, query: Query) -> FindResult: ...
 
     async def delete(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        delete_blobs: DeleteBlobs | None = None,
     ) -> list[InstanceRecord]:
-        """Remove rows (all versions); returns what was removed, for blob deletion."""
+        """Remove rows (all versions) and return them.  ``delete_blobs`` is called
+        with them once the removal is committed, before any store can commit."""
 
     def blob_keys(self) -> AsyncIterator[tuple[str, str, int]]:
         """(blob_key, sha256, size) of every version, for fsck."""

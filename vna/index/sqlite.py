@@ -26,6 +26,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +34,8 @@ from vna.errors import NotFound, StorageError, VnaError
 from vna.index import reads, slides, writes
 from vna.index.base import (
     AddOutcome,
+    BlobCheck,
+    DeleteBlobs,
     DuplicatePolicy,
     FindResult,
     InstanceRecord,
@@ -174,13 +177,19 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
     # -- the writer thread -----------------------------------------------------
     def _writer_loop(self) -> None:
         stop = False
+        carry = None  # a write that must have a transaction of its own, next
         while not stop:
-            batch = [self._queue.get()]
-            while len(batch) < self.max_batch:
+            batch = [carry if carry is not None else self._queue.get()]
+            carry = None
+            while len(batch) < self.max_batch and not _alone(batch[0]):
                 try:
-                    batch.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if _alone(item):
+                    carry = item
+                    break
+                batch.append(item)
             if _STOP in batch:
                 stop = True
                 batch = [b for b in batch if b is not _STOP]
@@ -205,6 +214,7 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         try:
             with self._exclusive():
                 self._transaction(conn, live, done)
+                done = _after_commit(done)  # still under the lock (see BlobCheck)
         except Exception as exc:  # the commit itself failed: nothing is durable
             for _fn, _args, fut in live:
                 fut.set_exception(_wrap(exc))
@@ -274,9 +284,15 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
 
     # -- instances -------------------------------------------------------------
     def _add_sync(
-        self, conn: sqlite3.Connection, rec: InstanceRecord, policy: DuplicatePolicy
+        self,
+        conn: sqlite3.Connection,
+        rec: InstanceRecord,
+        policy: DuplicatePolicy,
+        check: BlobCheck | None,
     ) -> AddOutcome:
         self._writes_since_analyze += 1
+        if writes.vanished_blobs(conn, [rec], check):
+            raise writes.blob_vanished(rec)
         return writes.add_one(conn, rec, policy)
 
     def _add_many_sync(
@@ -285,8 +301,10 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         self._writes_since_analyze += len(recs)
         return [writes.add_one(conn, rec, policy) for rec in recs]
 
-    async def add(self, rec: InstanceRecord, policy: DuplicatePolicy) -> AddOutcome:
-        return await self._write(self._add_sync, rec, DuplicatePolicy(policy))
+    async def add(
+        self, rec: InstanceRecord, policy: DuplicatePolicy, check: BlobCheck | None = None
+    ) -> AddOutcome:
+        return await self._write(self._add_sync, rec, DuplicatePolicy(policy), check)
 
     async def add_many(
         self, recs: list[InstanceRecord], policy: DuplicatePolicy
@@ -300,6 +318,10 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
     def identities_blocking(self, sop_uids: list[str]) -> dict[str, set[str]]:
         """The identities of every stored version of each SOP Instance UID.  Read in
         the calling thread on a borrowed connection: no hand-off to the pool."""
+        return self._borrowed_read(_identities, list(sop_uids))
+
+    def _borrowed_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn`` run in the calling thread on a borrowed read connection."""
         if self._pool is None:
             raise StorageError("index is not open")
         try:
@@ -309,21 +331,21 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
             with self._lock:
                 self._rconns.append(conn)  # closed with the others
         try:
-            return _identities(conn, list(sop_uids))
+            return fn(conn, *args)
         except Exception as exc:
             raise _wrap(exc) from exc
         finally:
             self._spare.put(conn)
 
     def add_batch_blocking(
-        self, recs: list[InstanceRecord], policy: DuplicatePolicy
+        self, recs: list[InstanceRecord], policy: DuplicatePolicy, check: BlobCheck | None = None
     ) -> list[AddOutcome | VnaError]:
         """``add`` for each record, committed together (and with whatever else the
         writer has queued); each answer is the outcome or that record's error."""
         if self._writer is None:
             raise StorageError("index is not open")
         fut: Future[list[Any]] = Future()
-        self._queue.put((self._add_each_sync, (list(recs), DuplicatePolicy(policy)), fut))
+        self._queue.put((self._add_each_sync, (list(recs), DuplicatePolicy(policy), check), fut))
         return [r if isinstance(r, AddOutcome) else _wrap(r) for r in self._wait(fut)]
 
     def _wait(self, fut: Future[T]) -> T:
@@ -340,10 +362,14 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
                     raise StorageError("index closed before the write was committed") from None
 
     def _add_each_sync(
-        self, conn: sqlite3.Connection, recs: list[InstanceRecord], policy: DuplicatePolicy
+        self,
+        conn: sqlite3.Connection,
+        recs: list[InstanceRecord],
+        policy: DuplicatePolicy,
+        check: BlobCheck | None,
     ) -> list[Any]:
         self._writes_since_analyze += len(recs)
-        return writes.add_each(conn, recs, policy)
+        return writes.add_each(conn, recs, policy, check)
 
     async def get(self, sop_instance_uid: str) -> InstanceRecord:
         rec = await self._read(reads.get_current, sop_instance_uid)
@@ -367,14 +393,36 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         return await self._read(reads.find_sync, query)
 
     async def delete(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        delete_blobs: DeleteBlobs | None = None,
     ) -> list[InstanceRecord]:
-        def run(conn: sqlite3.Connection) -> list[InstanceRecord]:
+        def run(conn: sqlite3.Connection) -> Any:
             rows = reads.instance_rows(conn, study_uid, series_uid, sop_uid, current_only=False)
             writes.delete_rows(conn, [r["pk"] for r in rows])
-            return [reads.record_from_row(r) for r in rows]
+            recs = [reads.record_from_row(r) for r in rows]
+            return AfterCommit(recs, finish) if delete_blobs and recs else recs
 
+        def finish(recs: list[InstanceRecord]) -> None:
+            try:
+                delete_blobs(recs)
+            finally:  # counted again once the blobs are gone: a store that read the
+                # count while they went still sees a change when it commits
+                self._wconn.execute("UPDATE deletions SET epoch = epoch + 1")
+
+        # alone: a store committed after it in the same transaction would find its
+        # blob still there, and lose it to the removal after the commit
+        run.alone = True  # type: ignore[attr-defined]
         return await self._write(run)
+
+    async def deletion_epoch(self) -> int:
+        return await self._read(writes.deletion_epoch)
+
+    def deletion_epoch_blocking(self) -> int:
+        return self._borrowed_read(writes.deletion_epoch)
 
     async def blob_keys(self) -> AsyncIterator[tuple[str, str, int]]:
         after = 0
@@ -428,4 +476,32 @@ def _identities(conn: sqlite3.Connection, sop_uids: list[str]) -> dict[str, set[
         sql = f"SELECT sop_uid, identity FROM instances WHERE sop_uid IN ({marks})"
         for sop, identity in conn.execute(sql, chunk):
             out[sop].add(identity)
+    return out
+
+
+def _alone(item: Any) -> bool:
+    return item is not _STOP and getattr(item[0], "alone", False)
+
+
+@dataclass(frozen=True, slots=True)
+class AfterCommit:
+    """A write's result, and what to do once it is committed, before the writers'
+    lock is let go (a DELETE's blob removal: see BlobCheck)."""
+
+    result: Any
+    action: Callable[[Any], None]
+
+
+def _after_commit(
+    done: list[tuple[Future[Any], Any, BaseException | None]],
+) -> list[tuple[Future[Any], Any, BaseException | None]]:
+    out = []
+    for fut, result, error in done:
+        if isinstance(result, AfterCommit):
+            try:
+                result.action(result.result)
+            except Exception:  # committed all the same: what is left, fsck finds
+                log.warning("after-commit action failed", exc_info=True)
+            result = result.result
+        out.append((fut, result, error))
     return out

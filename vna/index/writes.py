@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from vna.errors import StorageError
 from vna.index import attrs
-from vna.index.base import AddOutcome, DuplicatePolicy, InstanceRecord, Level
+from vna.index.base import AddOutcome, BlobCheck, DuplicatePolicy, InstanceRecord, Level
 
 Conn = Any  # a DB-API connection (sqlite3.Connection today)
 
@@ -43,11 +44,17 @@ def add_one(conn: Conn, rec: InstanceRecord, policy: DuplicatePolicy) -> AddOutc
     return outcome
 
 
-def add_each(conn: Conn, recs: list[InstanceRecord], policy: DuplicatePolicy) -> list[Any]:
+def add_each(
+    conn: Conn, recs: list[InstanceRecord], policy: DuplicatePolicy, check: BlobCheck | None = None
+) -> list[Any]:
     """``add_one`` for each record in its own savepoint: a record that fails is
     rolled back alone and its exception returned in its place."""
+    gone = vanished_blobs(conn, recs, check)
     out: list[Any] = []
     for rec in recs:
+        if rec.blob_key in gone:
+            out.append(blob_vanished(rec))
+            continue
         conn.execute("SAVEPOINT rec")
         try:
             out.append(add_one(conn, rec, policy))
@@ -56,6 +63,26 @@ def add_each(conn: Conn, recs: list[InstanceRecord], policy: DuplicatePolicy) ->
             out.append(exc)
         conn.execute("RELEASE rec")
     return out
+
+
+def vanished_blobs(conn: Conn, recs: list[InstanceRecord], check: BlobCheck | None) -> set[str]:
+    """Blob keys of ``recs`` a DELETE removed since ``check.epoch`` was read.  Called
+    under the writers' lock, which a DELETE holds until its blobs are gone: a blob
+    found here stays.  Without a deletion since, nothing is looked at."""
+    if check is None or deletion_epoch(conn) == check.epoch:
+        return set()
+    return {rec.blob_key for rec in recs if not check.exists(rec.blob_key)}
+
+
+def blob_vanished(rec: InstanceRecord) -> StorageError:
+    return StorageError(
+        f"instance {rec.sop_instance_uid} was deleted while it was being stored: send it again"
+    )
+
+
+def deletion_epoch(conn: Conn) -> int:
+    row = conn.execute("SELECT epoch FROM deletions WHERE id = 1").fetchone()
+    return int(row[0]) if row else 0
 
 
 def insert_instance(
@@ -217,6 +244,7 @@ def delete_rows(conn: Conn, pks: list[int]) -> None:
     """Remove instance rows (any version) and recount what contained them."""
     if not pks:
         return
+    conn.execute("UPDATE deletions SET epoch = epoch + 1")  # see BlobCheck
     touched_series, touched_studies = set(), set()
     for start in range(0, len(pks), 500):
         chunk = pks[start : start + 500]

@@ -331,8 +331,11 @@ class FileStore:
         return self._path(key)
 
     def delete_blocking(self, key: str) -> None:
-        """``delete`` as blocking code, for the archive's batched store path."""
+        """``delete`` as blocking code, for worker threads."""
         self._delete(key)
+
+    def exists_blocking(self, key: str) -> bool:
+        return os.path.isfile(self._path(key))
 
     def _stat(self, key: str) -> BlobInfo:
         with _oserrors(key):

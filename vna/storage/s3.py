@@ -478,6 +478,16 @@ class S3Store:
             return False
         return True
 
+    def exists_blocking(self, key: str) -> bool:
+        try:
+            self._stat(key)
+        except NotFound:
+            return False
+        return True
+
+    def delete_blocking(self, key: str) -> None:
+        self._delete(key)
+
     async def close(self) -> None:
         """Close the pooled connections; the store is unusable afterwards."""
         self._http.clear()

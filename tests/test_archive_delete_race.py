@@ -1,0 +1,90 @@
+"""A DELETE racing a store of the same dataset never leaves a row without its blob.
+
+The race: the DELETE has removed the rows but not yet the blobs; a store of the
+same dataset finds the instance absent from the index, finds its blob still in
+place (and keeps it: stores never replace), and indexes it.  If the DELETE then
+removed that blob, an acknowledged instance would point at nothing.  Each test
+holds the DELETE at that moment, lets the store reach the index, and lets the
+DELETE go on: the store must either have its blob or not be acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures_server import BACKENDS, storage_for
+from vna.archive import Archive
+from vna.archive.maintenance import fsck
+from vna.archive.runtime import open_archive
+from vna.errors import StorageError
+from vna.settings import Settings
+from vna.testdata import dicom as td
+
+WAIT = 20.0
+
+
+@pytest.fixture(params=BACKENDS)
+async def archive(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Archive]:
+    """The batched path on the filesystem store; the per-instance path on S3."""
+    settings = Settings(data=str(tmp_path / "data"), storage=storage_for(request))
+    async with open_archive(settings) as archive:
+        yield archive
+
+
+class Race:
+    """Holds each blob removal until the racing store has reached the index."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.rows_gone = threading.Event()
+        self.store_at_index = threading.Event()
+        store, index = archive.store, archive.index
+        remove, add, add_batch = store._delete, index.add, index.add_batch_blocking
+
+        def held_remove(key: str) -> Any:
+            self.rows_gone.set()
+            self.store_at_index.wait(WAIT)
+            return remove(key)
+
+        async def add_seen(*args: Any, **kwargs: Any) -> Any:
+            self.store_at_index.set()
+            return await add(*args, **kwargs)
+
+        def add_batch_seen(*args: Any, **kwargs: Any) -> Any:
+            self.store_at_index.set()
+            return add_batch(*args, **kwargs)
+
+        store._delete = held_remove
+        index.add, index.add_batch_blocking = add_seen, add_batch_seen
+
+
+@pytest.mark.parametrize("single", [False, True], ids=["as-configured", "per-instance"])
+async def test_store_racing_delete_keeps_its_blob_or_fails(archive: Archive, single: bool) -> None:
+    ds = td.make_ct(seed=71)
+    data = td.to_bytes(ds)
+    assert (await archive.store_bytes(data)).ok
+    if single:
+        archive.blocking = False  # the per-instance path, as on S3
+    race = Race(archive)
+    deleting = asyncio.ensure_future(archive.delete(ds.StudyInstanceUID))
+    assert await asyncio.to_thread(race.rows_gone.wait, WAIT)
+    result = await archive.store_bytes(data)  # the rows are gone, the blob is not yet
+    assert await deleting == 1
+    versions = await archive.index.versions(ds.SOPInstanceUID)
+    if result.ok:  # acknowledged: it must read back, whole and checksummed
+        assert len(versions) == 1
+        assert await archive.read_instance(versions[0]) == data
+    else:  # not acknowledged, and said why: the sender sends it again
+        assert isinstance(result.error, StorageError)
+        assert "deleted while it was being stored" in result.error.message
+        assert versions == []
+        assert (await archive.store_bytes(data)).ok  # and the retry is stored
+        (rec,) = await archive.index.versions(ds.SOPInstanceUID)
+        assert await archive.read_instance(rec) == data
+    report = await fsck(archive)
+    assert report.checked == 1 and not report.missing and not report.corrupt

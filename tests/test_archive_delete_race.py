@@ -19,10 +19,13 @@ from typing import Any
 import pytest
 
 from tests.fixtures_server import BACKENDS, storage_for
+from tests.test_index import record
 from vna.archive import Archive
 from vna.archive.maintenance import fsck
 from vna.archive.runtime import open_archive
 from vna.errors import StorageError
+from vna.index import make_index
+from vna.index.base import AddOutcome, BlobCheck, DuplicatePolicy
 from vna.settings import Settings
 from vna.testdata import dicom as td
 
@@ -88,3 +91,34 @@ async def test_store_racing_delete_keeps_its_blob_or_fails(archive: Archive, sin
         assert await archive.read_instance(rec) == data
     report = await fsck(archive)
     assert report.checked == 1 and not report.missing and not report.corrupt
+
+
+async def test_a_store_queued_behind_a_delete_is_not_committed_with_it(tmp_path: Path) -> None:
+    """The index's writer groups queued writes into one transaction.  A store
+    grouped after a DELETE would find its blob still there (the DELETE removes
+    blobs after its commit) and be committed with it: a DELETE goes alone."""
+    index = make_index(f"sqlite:///{tmp_path / 'index.db'}")
+    await index.open()
+    try:
+        rec = record("1.2.3.4", study="1.2", series="1.2.3")
+        blobs = {rec.blob_key}
+        assert await index.add(rec, DuplicatePolicy.KEEP) is AddOutcome.STORED
+        check = BlobCheck(await index.deletion_epoch(), blobs.__contains__)
+        go = threading.Event()
+        held = asyncio.ensure_future(index._write(lambda conn: go.wait(WAIT)))
+        await asyncio.sleep(0.2)  # the writer is now holding, with nothing else queued
+        removed = asyncio.ensure_future(
+            index.delete(
+                "1.2", delete_blobs=lambda recs: blobs.difference_update(r.blob_key for r in recs)
+            )
+        )
+        stored = asyncio.ensure_future(index.add(rec, DuplicatePolicy.KEEP, check))
+        await asyncio.sleep(0.2)  # both queued behind the held write
+        go.set()
+        await held
+        assert [r.sop_instance_uid for r in await removed] == ["1.2.3.4"]
+        with pytest.raises(StorageError, match="deleted while it was being stored"):
+            await stored
+        assert blobs == set() and await index.versions("1.2.3.4") == []
+    finally:
+        await index.close()

@@ -47,12 +47,12 @@ class Race:
         self.rows_gone = threading.Event()
         self.store_at_index = threading.Event()
         store, index = archive.store, archive.index
-        remove, add, add_batch = store._delete, index.add, index.add_batch_blocking
+        remove, add, add_batch = store.delete_many_blocking, index.add, index.add_batch_blocking
 
-        def held_remove(key: str) -> Any:
+        def held_remove(keys: list[str]) -> Any:
             self.rows_gone.set()
             self.store_at_index.wait(WAIT)
-            return remove(key)
+            return remove(keys)
 
         async def add_seen(*args: Any, **kwargs: Any) -> Any:
             self.store_at_index.set()
@@ -62,7 +62,7 @@ class Race:
             self.store_at_index.set()
             return add_batch(*args, **kwargs)
 
-        store._delete = held_remove
+        store.delete_many_blocking = held_remove
         index.add, index.add_batch_blocking = add_seen, add_batch_seen
 
 

@@ -175,6 +175,18 @@ async def test_delete_prefix(blob_store: BlobStore) -> None:
     assert await blob_store.get("ab/4") == b"ab/4"
 
 
+async def test_blocking_exists_and_delete_many(blob_store: BlobStore) -> None:
+    """What the index's writer calls on a worker thread when a DELETE races a store."""
+    for key in ["m/1", "m/2", "m/3"]:
+        await blob_store.put(key, key.encode())
+    assert await asyncio.to_thread(blob_store.exists_blocking, "m/1")
+    assert not await asyncio.to_thread(blob_store.exists_blocking, "m/never")
+    await asyncio.to_thread(blob_store.delete_many_blocking, ["m/1", "m/3", "m/never"])
+    assert await keys_of(blob_store) == {"m/2": 3}
+    assert not await asyncio.to_thread(blob_store.exists_blocking, "m/1")
+    await asyncio.to_thread(blob_store.delete_many_blocking, [])
+
+
 async def test_list_prefixes_and_nesting(blob_store: BlobStore) -> None:
     keys = {"s1/se1/i1": 3, "s1/se1/i2": 5, "s1/se2/i3": 1, "s10/x": 2, "top": 4}
     for key, size in keys.items():

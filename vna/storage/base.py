@@ -75,7 +75,9 @@ class BlobStore(Protocol):
     # calls them under its lock, when a DELETE races a store (vna.index.BlobCheck).
     def exists_blocking(self, key: str) -> bool: ...
 
-    def delete_blocking(self, key: str) -> None: ...
+    def delete_many_blocking(self, keys: list[str]) -> None:
+        """Remove ``keys`` (missing ones are not an error); StorageError naming
+        the first that failed.  On S3 one request per 1000 keys."""
 
     async def close(self) -> None: ...
 

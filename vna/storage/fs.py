@@ -334,6 +334,10 @@ class FileStore:
         """``delete`` as blocking code, for worker threads."""
         self._delete(key)
 
+    def delete_many_blocking(self, keys: list[str]) -> None:
+        for key in keys:
+            self._delete(key)
+
     def exists_blocking(self, key: str) -> bool:
         return os.path.isfile(self._path(key))
 

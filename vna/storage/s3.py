@@ -374,13 +374,17 @@ class S3Store:
     def _delete_prefix(self, prefix: str) -> int:
         with _s3errors(prefix):
             names = [self.prefix + info.key for info in self._iter(prefix)]
+        return self._remove_names(names, f"delete_prefix {prefix!r}")
+
+    def _remove_names(self, names: list[str], what: str) -> int:
+        """Remove objects by name; how many were there to remove."""
+        with _s3errors(what):
             # remove_objects is lazy: it sends batches of 1000 as errors are read
             errors = list(self._client.remove_objects(self.bucket, map(DeleteObject, names)))
         failed = [e for e in errors if e.code != "NoSuchKey"]
         if failed:
             raise StorageError(
-                f"S3 delete_prefix {prefix!r}: {len(failed)} failed, first: "
-                f"{failed[0].name}: {failed[0].code}"
+                f"S3 {what}: {len(failed)} failed, first: {failed[0].name}: {failed[0].code}"
             )
         return len(names) - len(errors)
 
@@ -485,8 +489,8 @@ class S3Store:
             return False
         return True
 
-    def delete_blocking(self, key: str) -> None:
-        self._delete(key)
+    def delete_many_blocking(self, keys: list[str]) -> None:
+        self._remove_names([self._name(key) for key in keys], "delete")
 
     async def close(self) -> None:
         """Close the pooled connections; the store is unusable afterwards."""

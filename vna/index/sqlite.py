@@ -411,7 +411,7 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
                 delete_blobs(recs)
             finally:  # counted again once the blobs are gone: a store that read the
                 # count while they went still sees a change when it commits
-                self._wconn.execute("UPDATE deletions SET epoch = epoch + 1")
+                writes.count_deletion(self._wconn)
 
         # alone: a store committed after it in the same transaction would find its
         # blob still there, and lose it to the removal after the commit

@@ -80,6 +80,12 @@ def blob_vanished(rec: InstanceRecord) -> StorageError:
     )
 
 
+def count_deletion(conn: Conn) -> None:
+    """A DELETE counts itself when its rows go and when their blobs are gone
+    (see BlobCheck)."""
+    conn.execute("UPDATE deletions SET epoch = epoch + 1")
+
+
 def deletion_epoch(conn: Conn) -> int:
     row = conn.execute("SELECT epoch FROM deletions WHERE id = 1").fetchone()
     return int(row[0]) if row else 0
@@ -244,7 +250,7 @@ def delete_rows(conn: Conn, pks: list[int]) -> None:
     """Remove instance rows (any version) and recount what contained them."""
     if not pks:
         return
-    conn.execute("UPDATE deletions SET epoch = epoch + 1")  # see BlobCheck
+    count_deletion(conn)
     touched_series, touched_studies = set(), set()
     for start in range(0, len(pks), 500):
         chunk = pks[start : start + 500]

@@ -339,7 +339,11 @@ class FileStore:
             self._delete(key)
 
     def exists_blocking(self, key: str) -> bool:
-        return os.path.isfile(self._path(key))
+        try:
+            self._stat(key)
+        except NotFound:
+            return False
+        return True
 
     def _stat(self, key: str) -> BlobInfo:
         with _oserrors(key):
@@ -481,11 +485,7 @@ class FileStore:
         return await asyncio.to_thread(self._stat, key)
 
     async def exists(self, key: str) -> bool:
-        try:
-            await self.stat(key)
-        except NotFound:
-            return False
-        return True
+        return await asyncio.to_thread(self.exists_blocking, key)
 
     async def close(self) -> None:
         """Release the directory handle the durability barriers flush through."""

@@ -476,11 +476,7 @@ class S3Store:
         return await asyncio.to_thread(self._stat, key)
 
     async def exists(self, key: str) -> bool:
-        try:
-            await self.stat(key)
-        except NotFound:
-            return False
-        return True
+        return await asyncio.to_thread(self.exists_blocking, key)
 
     def exists_blocking(self, key: str) -> bool:
         try:

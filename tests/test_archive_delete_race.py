@@ -11,6 +11,7 @@ DELETE go on: the store must either have its blob or not be acknowledged.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -120,5 +121,68 @@ async def test_a_store_queued_behind_a_delete_is_not_committed_with_it(tmp_path:
         with pytest.raises(StorageError, match="deleted while it was being stored"):
             await stored
         assert blobs == set() and await index.versions("1.2.3.4") == []
+    finally:
+        await index.close()
+
+
+# A DELETE in another process that removes the blobs and dies before its second
+# count: its rows are gone, its blob removal is done, the lock is let go.
+_DYING_DELETE = """
+import asyncio, os, sys
+from vna.index import make_index
+
+async def main(db, study, blob):
+    index = make_index(f"sqlite:///{db}")
+    await index.open()
+
+    def remove_and_die(recs):
+        print("rows gone", flush=True)
+        sys.stdin.readline()  # the racing store has read the count
+        os.unlink(blob)
+        os._exit(1)
+
+    await index.delete(study, delete_blobs=remove_and_die)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_delete_dying_after_its_blobs_went_still_fails_the_racing_store(
+    tmp_path: Path,
+) -> None:
+    """The deletion count stays odd when a DELETE dies between removing its blobs
+    and counting again; a store that read it meanwhile must still check its blob."""
+    index = make_index(f"sqlite:///{tmp_path / 'index.db'}")
+    await index.open()
+    try:
+        rec = record("1.2.3.5", study="1.2", series="1.2.3")
+        blob = tmp_path / "blob.dcm"
+        blob.write_bytes(b"the stored instance")
+        assert await index.add(rec, DuplicatePolicy.KEEP) is AddOutcome.STORED
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _DYING_DELETE,
+            str(tmp_path / "index.db"),
+            "1.2",
+            str(blob),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert child.stdin is not None and child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), WAIT) == b"rows gone\n"
+        # the store: absent from the index, its blob still there (kept), count read
+        assert await index.versions("1.2.3.5") == [] and blob.exists()
+        check = BlobCheck(await index.deletion_epoch(), lambda key: blob.exists())
+        child.stdin.write(b"go\n")
+        assert await asyncio.wait_for(child.wait(), WAIT) == 1  # died, lock let go
+        assert not blob.exists()
+        with pytest.raises(StorageError, match="deleted while it was being stored"):
+            await index.add(rec, DuplicatePolicy.KEEP, check)
+        assert await index.versions("1.2.3.5") == []
+        # the next DELETE to finish ends the odd count: stores stop checking
+        assert await index.add(rec, DuplicatePolicy.KEEP) is AddOutcome.STORED
+        await index.delete("1.2", delete_blobs=lambda recs: None)
+        assert await index.deletion_epoch() % 2 == 0
     finally:
         await index.close()

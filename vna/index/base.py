@@ -66,13 +66,15 @@ class InstanceRecord:
 class BlobCheck:
     """How a store makes sure the blob it is about to index survived any DELETE
     that ran meanwhile.  A DELETE removes the rows, then their blobs, holding the
-    index's writers' lock throughout, and counts itself (the deletion epoch) when
-    its rows go and again when their blobs are gone.  A store reads the epoch
-    before writing its blob; when it commits (under the same lock, so never while
-    a DELETE is under way), a changed epoch sends it to ``exists`` for each of its
-    blobs, and
-    a blob that is gone fails its record, unacknowledged, instead of leaving a
-    row pointing at nothing."""
+    index's writers' lock throughout, and counts itself in the deletion epoch:
+    odd from when its rows go until their blobs are gone, even again after.  A
+    store reads the epoch before writing its blob; when it commits (under the
+    same lock, so never while a live DELETE is under way), an epoch that changed
+    or was odd sends it to ``exists`` for each of its blobs, and a blob that is
+    gone fails its record, unacknowledged, instead of leaving a row pointing at
+    nothing.  Odd covers a DELETE whose process died with its blobs half removed
+    (the lock is let go, the second count never made): stores check until the
+    next DELETE ends."""
 
     epoch: int
     exists: Callable[[str], bool]  # blocking: called on the index's writer

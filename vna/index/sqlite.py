@@ -402,16 +402,18 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
     ) -> list[InstanceRecord]:
         def run(conn: sqlite3.Connection) -> Any:
             rows = reads.instance_rows(conn, study_uid, series_uid, sop_uid, current_only=False)
-            writes.delete_rows(conn, [r["pk"] for r in rows])
+            writes.delete_rows(conn, [r["pk"] for r in rows])  # begins a deletion
             recs = [reads.record_from_row(r) for r in rows]
+            if recs and delete_blobs is None:
+                writes.end_deletion(conn)  # no blob removal to wait for
             return AfterCommit(recs, finish) if delete_blobs and recs else recs
 
         def finish(recs: list[InstanceRecord]) -> None:
             try:
                 delete_blobs(recs)
-            finally:  # counted again once the blobs are gone: a store that read the
-                # count while they went still sees a change when it commits
-                writes.count_deletion(self._wconn)
+            finally:  # ended once the blobs are gone; a process dying before this
+                # leaves the epoch odd, and stores keep checking (see BlobCheck)
+                writes.end_deletion(self._wconn)
 
         # alone: a store committed after it in the same transaction would find its
         # blob still there, and lose it to the removal after the commit

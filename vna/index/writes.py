@@ -69,8 +69,8 @@ def vanished_blobs(conn: Conn, recs: list[InstanceRecord], check: BlobCheck | No
     """Blob keys of ``recs`` a DELETE removed since ``check.epoch`` was read.  Called
     under the writers' lock, which a DELETE holds until its blobs are gone: a blob
     found here stays.  Without a deletion since, nothing is looked at."""
-    if check is None or deletion_epoch(conn) == check.epoch:
-        return set()
+    if check is None or (deletion_epoch(conn) == check.epoch and not check.epoch % 2):
+        return set()  # no DELETE began since, and none was under way when read
     return {rec.blob_key for rec in recs if not check.exists(rec.blob_key)}
 
 
@@ -80,10 +80,16 @@ def blob_vanished(rec: InstanceRecord) -> StorageError:
     )
 
 
-def count_deletion(conn: Conn) -> None:
-    """A DELETE counts itself when its rows go and when their blobs are gone
-    (see BlobCheck)."""
-    conn.execute("UPDATE deletions SET epoch = epoch + 1")
+def begin_deletion(conn: Conn) -> None:
+    """A DELETE's rows go: the epoch turns odd until ``end_deletion``.  Odd already
+    means a DELETE died with its blobs half gone; it stays odd, as the next
+    ``end_deletion`` is the first to vouch that no removal is under way."""
+    conn.execute("UPDATE deletions SET epoch = epoch + 1 + epoch % 2")
+
+
+def end_deletion(conn: Conn) -> None:
+    """The DELETE's blobs are gone (or it had none to remove): even again."""
+    conn.execute("UPDATE deletions SET epoch = epoch + 1 WHERE epoch % 2 = 1")
 
 
 def deletion_epoch(conn: Conn) -> int:
@@ -250,7 +256,7 @@ def delete_rows(conn: Conn, pks: list[int]) -> None:
     """Remove instance rows (any version) and recount what contained them."""
     if not pks:
         return
-    count_deletion(conn)
+    begin_deletion(conn)
     touched_series, touched_studies = set(), set()
     for start in range(0, len(pks), 500):
         chunk = pks[start : start + 500]

@@ -99,7 +99,8 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.path + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
         self._wconn = self._connect(readonly=False)
-        applied = apply_migrations(self._wconn)
+        with self._exclusive():  # processes starting together migrate one at a time
+            applied = apply_migrations(self._wconn)
         if applied:
             log.info("index %s: applied migrations %s", self.path, applied)
         self._analyze()
@@ -161,7 +162,8 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
     def _close_writer(self) -> None:
         assert self._wconn is not None
         try:
-            self._wconn.execute("PRAGMA optimize")
+            with self._exclusive():  # it may write: take turns with other processes
+                self._wconn.execute("PRAGMA optimize")
         except sqlite3.Error:
             log.warning("PRAGMA optimize failed on close", exc_info=True)
         self._wconn.close()
@@ -171,7 +173,8 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         """Cheap sampled statistics so the planner picks the right index."""
         assert self._wconn is not None
         self._wconn.execute("PRAGMA analysis_limit = 1000")
-        self._wconn.execute("ANALYZE")
+        with self._exclusive():  # it writes its statistics: take turns
+            self._wconn.execute("ANALYZE")
         self._writes_since_analyze = 0
 
     # -- the writer thread -----------------------------------------------------

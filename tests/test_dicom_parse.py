@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import imagecodecs
 import numpy as np
@@ -30,6 +32,7 @@ from vna.dicom import (
     bulk_location,
     dataset_bytes,
     parse_part10,
+    parse_part10_bytes,
     part10_header,
     read_bulk,
     write_part10_from_dataset_bytes,
@@ -296,6 +299,28 @@ def test_truncated_pixel_data_is_detected(tmp_path: Path) -> None:
             parse_part10(path)
 
 
+def _outcome(parse: Callable[[Any], ParsedInstance], source: Any) -> ParsedInstance | str:
+    try:
+        return parse(source)
+    except InvalidDicom:
+        return "invalid"
+
+
+def test_parsing_received_bytes_gives_what_parsing_their_file_gives(tmp_path: Path) -> None:
+    """A store parses what it received in memory (the bytes it spooled) instead of
+    reading the spool file back: the same instance, identity, frame map and JSON,
+    the same refusals, for every pydicom test file and every generated kind."""
+    paths = [Path(p) for p in td.pydicom_test_files()]
+    for kind in sorted(KINDS):
+        paths.append(_write(tmp_path, KINDS[kind](), f"{kind}.dcm"))
+    invalid = 0
+    for path in paths:
+        from_file = _outcome(parse_part10, path)
+        assert _outcome(parse_part10_bytes, path.read_bytes()) == from_file, path.name
+        invalid += from_file == "invalid"
+    assert 5 < invalid < len(paths) - 50
+
+
 def test_every_cut_of_a_file_is_invalid(tmp_path: Path) -> None:
     ds = _with_bulk(td.compressed(td.make_us_multiframe(seed=17, frames=2), JPEGLosslessSV1))
     data = td.to_bytes(ds)
@@ -304,6 +329,8 @@ def test_every_cut_of_a_file_is_invalid(tmp_path: Path) -> None:
         path.write_bytes(data[:at])
         with pytest.raises(InvalidDicom):
             parse_part10(path)
+        with pytest.raises(InvalidDicom):
+            parse_part10_bytes(data[:at])
 
 
 @pytest.mark.parametrize(

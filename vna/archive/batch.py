@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from vna.archive.instance import StoreResult, blob_key, prepare_file, unlink_quietly
-from vna.dicom import ParsedInstance, parse_part10
+from vna.dicom import ParsedInstance, parse_part10, parse_part10_bytes
 from vna.errors import Conflict, StorageError, StudyMismatch, VnaError
 from vna.index.base import AddOutcome, BlobCheck, DuplicatePolicy, InstanceRecord
 from vna.storage.base import BlobInfo
@@ -117,15 +117,25 @@ class _Item:
     written: bool = False  # its blob is in the store (the spool file is consumed)
 
 
+# a file to store: its spool path, or the path and the bytes received (spooled
+# there), which are parsed as they are instead of read back
+Entry = str | tuple[str, bytes]
+
+
+def part10_prefix(data: bytes) -> bytes:
+    """The Part-10 preamble a dataset that starts straight with its file meta group
+    is given (see ``add_missing_preamble``); empty for any other bytes."""
+    return b"\0" * 128 + b"DICM" if data[128:132] != b"DICM" and data[:2] == b"\x02\x00" else b""
+
+
 def spool_data(tmp_dir: str, data: bytes) -> str:
-    """Write received bytes to a fresh spool file, giving a dataset that starts
-    straight with its file meta group the Part-10 preamble (see
-    ``add_missing_preamble``).  No fsync: the store's barrier makes it durable."""
+    """Write received bytes to a fresh spool file, behind ``part10_prefix``.
+    No fsync: the store's barrier makes it durable."""
     path = os.path.join(tmp_dir, uuid.uuid4().hex + ".part")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        if data[128:132] != b"DICM" and data[:2] == b"\x02\x00":
-            os.write(fd, b"\0" * 128 + b"DICM")
+        if prefix := part10_prefix(data):
+            os.write(fd, prefix)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -148,16 +158,16 @@ def store_paths(
 
 
 def store_groups(
-    archive: Archive, groups: list[tuple[list[str], Origin]]
+    archive: Archive, groups: list[tuple[list[Entry], Origin]]
 ) -> list[list[StoreResult]]:
     """``store_paths`` for several groups of files at once, each of its own
     origin (concurrent STOW-RS requests): one batch, one result list per group."""
-    items = [_prepare(archive, p, origin) for paths, origin in groups for p in paths]
+    items = [_prepare(archive, e, origin) for entries, origin in groups for e in entries]
     _store_items(archive, items)
     out, start = [], 0
-    for paths, _origin in groups:
-        out.append([it.result for it in items[start : start + len(paths)]])
-        start += len(paths)
+    for entries, _origin in groups:
+        out.append([it.result for it in items[start : start + len(entries)]])
+        start += len(entries)
     return out
 
 
@@ -179,11 +189,16 @@ def _store_items(archive: Archive, items: list[_Item]) -> None:
             it.result.outcome = None if it.result.error else AddOutcome.DUPLICATE
 
 
-def _prepare(archive: Archive, path: str, origin: Origin) -> _Item:
+def _prepare(archive: Archive, entry: Entry, origin: Origin) -> _Item:
+    path, data = (entry, None) if isinstance(entry, str) else entry
     item = _Item(path, StoreResult(), origin)
     expected_study = origin.expected_study
     try:
-        parsed = prepare_file(path)
+        if data is None:
+            parsed = prepare_file(path)
+        else:  # the bytes as spooled, without reading them back
+            prefix = part10_prefix(data)
+            parsed = parse_part10_bytes(prefix + data if prefix else data)
         item.result.sop_class_uid = parsed.sop_class_uid
         item.result.sop_instance_uid = parsed.sop_instance_uid
         item.result.study_instance_uid = parsed.study_instance_uid

@@ -189,7 +189,11 @@ class Archive:
     def _store_groups_blocking(
         self, groups: list[tuple[list[bytes | str], batch.Origin]]
     ) -> list[list[StoreResult]]:
-        spooled = [(self._spool_items(items), origin) for items, origin in groups]
+        tmp = str(self.tmp_dir)
+        spooled = [
+            ([(batch.spool_data(tmp, it), it) if isinstance(it, bytes) else it for it in items], o)
+            for items, o in groups
+        ]
         return batch.store_groups(self, spooled)
 
     async def _discard(self, items: list[bytes | str]) -> None:

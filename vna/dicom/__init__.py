@@ -8,7 +8,13 @@ render / thumbnail                     (vna.dicom.render)
 """
 
 from vna.dicom.metadata import BULK_PREFIX, BULK_THRESHOLD
-from vna.dicom.parse import ParsedInstance, check_uid, parse_part10, valid_uid
+from vna.dicom.parse import (
+    ParsedInstance,
+    check_uid,
+    parse_part10,
+    parse_part10_bytes,
+    valid_uid,
+)
 from vna.dicom.part10 import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
@@ -29,6 +35,7 @@ __all__ = [
     "check_uid",
     "dataset_bytes",
     "parse_part10",
+    "parse_part10_bytes",
     "part10_header",
     "read_bulk",
     "valid_uid",

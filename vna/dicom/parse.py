@@ -165,11 +165,17 @@ def _decode_head(walker: Walker, start: int) -> tuple[dict[str, Any], list[Eleme
     return metadata, decoder.elements + rest
 
 
-def _read_values(path: str, deflated: bool) -> Dataset:
-    """The dataset's values up to the pixel data, large ones left on disk."""
+def _read_values(source: str | BinaryIO, deflated: bool) -> Dataset:
+    """The dataset's values up to the pixel data, large ones left on disk (from a
+    path) or in the caller's memory (from a file object)."""
+    if not isinstance(source, str):
+        source.seek(0)
     try:
         return pydicom.dcmread(
-            path, defer_size=None if deflated else DEFER_SIZE, stop_before_pixels=True, force=True
+            source,
+            defer_size=None if deflated else DEFER_SIZE,
+            stop_before_pixels=True,
+            force=True,
         )
     except Exception as exc:  # noqa: BLE001 -- pydicom raises many types
         raise InvalidDicom(f"unreadable DICOM dataset: {exc}") from None
@@ -302,7 +308,7 @@ class _Mapped:
     values: _Values
 
 
-def _map(fp: BinaryIO, path: str, size: int, fast: bool = True) -> _Mapped:
+def _map(fp: BinaryIO, path: str | None, size: int, fast: bool = True) -> _Mapped:
     """Read the file meta, walk and check the dataset, decode its small values
     (from the bytes when the fast decoder can, else with pydicom)."""
     fp.seek(0)
@@ -328,11 +334,11 @@ def _map(fp: BinaryIO, path: str, size: int, fast: bool = True) -> _Mapped:
                 raise Unsupported("pydicom asked for")
             values = _fast_values(fp, walker, elements, meta_end, inflated)
         except Unsupported:
-            values = _Values(ds=_read_values(path, ts in DEFLATED))
+            values = _Values(ds=_read_values(fp if path is None else path, ts in DEFLATED))
     return _Mapped(ts, meta_end, head, walker, {el.tag: el for el in elements}, values)
 
 
-def _parse_open(fp: BinaryIO, path: str, size: int, fast: bool = True) -> ParsedInstance:
+def _parse_open(fp: BinaryIO, path: str | None, size: int, fast: bool = True) -> ParsedInstance:
     m = _map(fp, path, size, fast)
     uids = {name: check_uid(name, m.values.get(name)) for name in REQUIRED_UIDS}
     num_frames, frame_map = _frame_map(fp, m.walker, m.top, m.values, m.ts)
@@ -404,6 +410,17 @@ def locate_frames(path: str | Path) -> tuple[str, int, list[FrameSegments] | Non
     """(transfer syntax, number of frames, frame segments or None) of a stored file,
     without the JSON and hashing work of ``parse_part10``."""
     return _guarded(path, _locate)
+
+
+def parse_part10_bytes(data: bytes) -> ParsedInstance:
+    """``parse_part10`` of a Part-10 file held in memory (what a store has just
+    received and spooled, parsed without reading the spool file back)."""
+    try:
+        return _parse_open(io.BytesIO(data), None, len(data))
+    except (InvalidDicom, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 -- never let a library error escape
+        raise InvalidDicom(f"unreadable DICOM: {type(exc).__name__}: {exc}") from None
 
 
 def _guarded(path: str | Path, work: Callable[[BinaryIO, str, int], _T]) -> _T:

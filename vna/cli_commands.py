@@ -280,7 +280,11 @@ def reindex_cmd(settings: Settings, args: argparse.Namespace) -> int:
     report = run(go())
     for key, reason in report.failed:
         print(f"not indexed: {key}: {reason}", file=sys.stderr)
-    print(f"indexed {report.indexed}, failed {len(report.failed)}")
+    print(
+        f"indexed {report.indexed}, already indexed {report.present}, "
+        f"rows without a blob removed {report.removed}, "
+        f"deleted meanwhile {report.vanished}, failed {len(report.failed)}"
+    )
     return 0 if not report.failed else 1
 
 

@@ -10,14 +10,18 @@ from dataclasses import dataclass, field
 from vna.archive.service import BLOB_PREFIX, Archive, unlink_quietly
 from vna.dicom import parse_part10
 from vna.errors import VnaError
-from vna.index.base import DuplicatePolicy
+from vna.index.base import AddOutcome, DuplicatePolicy
+from vna.storage.base import BlobInfo
 
 Progress = Callable[[int, int], None]
 
 
 @dataclass
 class ReindexReport:
-    indexed: int = 0
+    indexed: int = 0  # rows made from blobs the index lacked
+    present: int = 0  # blobs whose row was already there
+    removed: int = 0  # rows whose blob is gone, removed
+    vanished: int = 0  # listed blobs deleted while the reindex ran
     failed: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
 
 
@@ -35,30 +39,53 @@ class FsckReport:
 
 
 async def reindex(archive: Archive, progress: Progress | None = None) -> ReindexReport:
-    """Rebuild every instance row from the blobs alone.
+    """Bring the index in line with the blobs, which are the truth: every blob gets
+    the row it implies, and rows whose blob is gone are removed.
 
-    Versions of one SOP Instance are replayed oldest first under the archive's
-    policy, so the version that was current is current again (REJECT never kept a
-    second version, so it replays as KEEP)."""
+    Nothing is cleared first, so the index answers queries throughout, and what a
+    server or an import stores meanwhile keeps its row (the issue has every
+    command work on the archive while the server runs).  On an empty index (a
+    lost one, a restore) this rebuilds every row from the blobs alone.  Versions
+    of one SOP Instance are replayed oldest first under the archive's policy, so
+    the version that was current is current again (REJECT never kept a second
+    version, so it replays as KEEP)."""
     blobs = [b async for b in archive.store.list(BLOB_PREFIX) if b.key.endswith(".dcm")]
     blobs.sort(key=lambda b: (b.mtime, b.key))
     policy = DuplicatePolicy.KEEP if archive.policy is DuplicatePolicy.REJECT else archive.policy
-    await archive.index.clear()
     report = ReindexReport()
     for n, blob in enumerate(blobs, 1):
-        path = await archive.spool(archive.store.stream(blob.key))
-        try:
-            parsed = await archive.run(parse_part10, path)
-            rec = parsed.to_record(blob.key, stored_at=blob.mtime, source="reindex")
-            await archive.index.add(rec, policy)
-            report.indexed += 1
-        except VnaError as exc:
-            report.failed.append((blob.key, exc.message))
-        finally:
-            await archive.run(unlink_quietly, path)
+        await _reindex_blob(archive, blob, policy, report)
         if progress:
             progress(n, len(blobs))
+    listed = {b.key for b in blobs}
+    unlisted = [key async for key, _sha, _size in archive.index.blob_keys() if key not in listed]
+    # stored after the listing, or dangling: the index asks the store under its lock
+    report.removed = await archive.index.drop_dangling(unlisted, archive.store.exists_blocking)
     return report
+
+
+async def _reindex_blob(
+    archive: Archive, blob: BlobInfo, policy: DuplicatePolicy, report: ReindexReport
+) -> None:
+    # read before the blob: a DELETE racing this add is seen at its commit
+    check = archive.blob_check(await archive.index.deletion_epoch())
+    path = None
+    try:
+        path = await archive.spool(archive.store.stream(blob.key))
+        parsed = await archive.run(parse_part10, path)
+        rec = parsed.to_record(blob.key, stored_at=blob.mtime, source="reindex")
+        if await archive.index.add(rec, policy, check) is AddOutcome.DUPLICATE:
+            report.present += 1
+        else:
+            report.indexed += 1
+    except VnaError as exc:
+        if await archive.store.exists(blob.key):
+            report.failed.append((blob.key, exc.message))
+        else:  # deleted since the listing: nothing to index
+            report.vanished += 1
+    finally:
+        if path is not None:
+            await archive.run(unlink_quietly, path)
 
 
 async def fsck(

@@ -188,8 +188,10 @@ class Index(SecurityIndex, Protocol):
     def blob_keys(self) -> AsyncIterator[tuple[str, str, int]]:
         """(blob_key, sha256, size) of every version, for fsck."""
 
-    async def clear(self) -> None:
-        """Drop every instance row (reindex starts from nothing)."""
+    async def drop_dangling(self, keys: list[str], exists: Callable[[str], bool]) -> int:
+        """Remove the rows of each blob key ``exists`` says is gone, asked under the
+        writers' lock, so that no store of the same dataset commits in between;
+        returns how many rows went (reindex: rows no blob backs any more)."""
 
     # -- slides ----------------------------------------------------------------
     async def put_slide(self, slide: SlideRecord) -> None: ...

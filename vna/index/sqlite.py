@@ -439,8 +439,11 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
             if len(page) < 1000:
                 return
 
-    async def clear(self) -> None:
-        await self._write(writes.clear_all)
+    async def drop_dangling(self, keys: list[str], exists: Callable[[str], bool]) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            return writes.drop_dangling(conn, keys, exists)
+
+        return await self._write(run) if keys else 0
 
     # -- slides ----------------------------------------------------------------
     async def put_slide(self, slide: SlideRecord) -> None:

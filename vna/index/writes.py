@@ -7,6 +7,7 @@ portable (ON CONFLICT, RETURNING work on SQLite >= 3.35 and PostgreSQL).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from vna.errors import StorageError
@@ -360,6 +361,19 @@ def _recount_patient(conn: Conn, patient_pk: int) -> None:
         conn.execute("UPDATE patients SET num_studies = ? WHERE pk = ?", (n_studies, patient_pk))
 
 
-def clear_all(conn: Conn) -> None:
-    for table in ("instances", "name_tokens", "series", "studies", "patients"):
-        conn.execute(f"DELETE FROM {table}")
+def drop_dangling(conn: Conn, keys: list[str], exists: Callable[[str], bool]) -> int:
+    """Remove the rows of the blob keys that do not exist (see Index.drop_dangling).
+    No blob goes, so the deletion count ends within the transaction."""
+    gone = [key for key in keys if not exists(key)]
+    pks: list[int] = []
+    for start in range(0, len(gone), 500):
+        chunk = gone[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        pks += [
+            r[0]
+            for r in conn.execute(f"SELECT pk FROM instances WHERE blob_key IN ({marks})", chunk)
+        ]
+    if pks:
+        delete_rows(conn, pks)
+        end_deletion(conn)
+    return len(pks)

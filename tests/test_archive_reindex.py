@@ -84,3 +84,34 @@ async def test_reindex_removes_rows_whose_blob_is_gone_and_adds_missing_ones(
     counts = sorted(item["00201208"]["Value"][0] for item in study.items)
     assert counts == [1, 1]  # NumberOfStudyRelatedInstances, recounted
     assert (await fsck(archive)).ok
+
+
+async def test_reindex_derives_existing_rows_again_from_their_blobs(
+    archive: Archive, tmp_path: Path
+) -> None:
+    """What a newer vna reads from the bytes reaches rows an older one wrote: the
+    derived columns, metadata and the series row are made again; when and by whom
+    each instance was stored is kept."""
+    first, second = await _store(archive, 95), await _store(archive, 96)
+    want = {sop: (await archive.index.get(sop)) for sop in (first, second)}
+    series = await archive.index.find(Query("series", {}, include_all=True))
+
+    def stale(conn: Any) -> None:  # what an older derivation might have left
+        conn.execute("UPDATE instances SET metadata = '{}', attrs = '{}', instance_number = 0")
+        conn.execute("UPDATE series SET attrs = '{}', modality = 'XX', description = 'old'")
+
+    await archive.index._write(stale)
+    assert (await archive.index.find(Query("series", {"Modality": "CT"}))).items == []
+
+    numbers = await archive.index.find(Query("instance", {"InstanceNumber": "0"}))
+    assert len(numbers.items) == 2  # matched on the stale column
+
+    report = await reindex(archive)
+    assert (report.indexed, report.present, report.removed, report.failed) == (0, 2, 0, [])
+    for sop, rec in want.items():
+        again = await archive.index.get(sop)
+        assert again.metadata == rec.metadata
+        assert (again.stored_at, again.source) == (rec.stored_at, rec.source)
+    assert (await archive.index.find(Query("series", {}, include_all=True))).items == series.items
+    assert len((await archive.index.find(Query("series", {"Modality": "CT"}))).items) == 2
+    assert (await archive.index.find(Query("instance", {"InstanceNumber": "0"}))).items == []

@@ -19,7 +19,7 @@ Progress = Callable[[int, int], None]
 @dataclass
 class ReindexReport:
     indexed: int = 0  # rows made from blobs the index lacked
-    present: int = 0  # blobs whose row was already there
+    present: int = 0  # blobs whose row was there: derived again
     removed: int = 0  # rows whose blob is gone, removed
     vanished: int = 0  # listed blobs deleted while the reindex ran
     failed: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
@@ -40,7 +40,9 @@ class FsckReport:
 
 async def reindex(archive: Archive, progress: Progress | None = None) -> ReindexReport:
     """Bring the index in line with the blobs, which are the truth: every blob gets
-    the row it implies, and rows whose blob is gone are removed.
+    the row it implies (made, or derived again from the blob where it is there:
+    after an upgrade, rows get what the new code reads from the bytes), and rows
+    whose blob is gone are removed.
 
     Nothing is cleared first, so the index answers queries throughout, and what a
     server or an import stores meanwhile keeps its row (the issue has every
@@ -74,7 +76,7 @@ async def _reindex_blob(
         path = await archive.spool(archive.store.stream(blob.key))
         parsed = await archive.run(parse_part10, path)
         rec = parsed.to_record(blob.key, stored_at=blob.mtime, source="reindex")
-        if await archive.index.add(rec, policy, check) is AddOutcome.DUPLICATE:
+        if await archive.index.add(rec, policy, check, refresh=True) is AddOutcome.DUPLICATE:
             report.present += 1
         else:
             report.indexed += 1

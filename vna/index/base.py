@@ -152,10 +152,17 @@ class Index(SecurityIndex, Protocol):
 
     # -- instances -------------------------------------------------------------
     async def add(
-        self, rec: InstanceRecord, policy: DuplicatePolicy, check: BlobCheck | None = None
+        self,
+        rec: InstanceRecord,
+        policy: DuplicatePolicy,
+        check: BlobCheck | None = None,
+        *,
+        refresh: bool = False,
     ) -> AddOutcome:
         """Record a stored blob.  Committed (durable) when this returns.
-        Concurrent calls may be committed together (group commit)."""
+        Concurrent calls may be committed together (group commit).  ``refresh``
+        (reindex): a version already indexed from this blob key is derived again
+        from ``rec`` (DUPLICATE all the same)."""
 
     async def deletion_epoch(self) -> int:
         """How many deletions of instance rows there have been (see BlobCheck)."""

@@ -292,11 +292,12 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         rec: InstanceRecord,
         policy: DuplicatePolicy,
         check: BlobCheck | None,
+        refresh: bool = False,
     ) -> AddOutcome:
         self._writes_since_analyze += 1
         if writes.vanished_blobs(conn, [rec], check):
             raise writes.blob_vanished(rec)
-        return writes.add_one(conn, rec, policy)
+        return writes.add_one(conn, rec, policy, refresh=refresh)
 
     def _add_many_sync(
         self, conn: sqlite3.Connection, recs: list[InstanceRecord], policy: DuplicatePolicy
@@ -305,9 +306,14 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         return [writes.add_one(conn, rec, policy) for rec in recs]
 
     async def add(
-        self, rec: InstanceRecord, policy: DuplicatePolicy, check: BlobCheck | None = None
+        self,
+        rec: InstanceRecord,
+        policy: DuplicatePolicy,
+        check: BlobCheck | None = None,
+        *,
+        refresh: bool = False,
     ) -> AddOutcome:
-        return await self._write(self._add_sync, rec, DuplicatePolicy(policy), check)
+        return await self._write(self._add_sync, rec, DuplicatePolicy(policy), check, refresh)
 
     async def add_many(
         self, recs: list[InstanceRecord], policy: DuplicatePolicy

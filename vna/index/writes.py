@@ -8,6 +8,7 @@ portable (ON CONFLICT, RETURNING work on SQLite >= 3.35 and PostgreSQL).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from vna.errors import StorageError
@@ -21,18 +22,39 @@ _NAME_ATTRS = {"patient": ("PatientName",), "study": ("ReferringPhysicianName",)
 
 
 Tally = dict[tuple[int, int], int]  # (series pk, study pk) -> current instances added
+_VERSION_COLS = (
+    "pk",
+    "identity",
+    "is_current",
+    "series_pk",
+    "study_pk",
+    "blob_key",
+    "stored_at",
+    "source",
+    "site",
+)
 
 
 def add_one(
-    conn: Conn, rec: InstanceRecord, policy: DuplicatePolicy, tally: Tally | None = None
+    conn: Conn,
+    rec: InstanceRecord,
+    policy: DuplicatePolicy,
+    tally: Tally | None = None,
+    *,
+    refresh: bool = False,
 ) -> AddOutcome:
     """Index one record; with a ``tally``, its counter changes are added there for
-    the caller to apply (``apply_tally``) instead of made at once."""
+    the caller to apply (``apply_tally``) instead of made at once.  ``refresh``
+    (reindex): a version already indexed from the same blob is derived again."""
     rows = conn.execute(
-        "SELECT pk, identity, is_current, series_pk, study_pk FROM instances WHERE sop_uid = ?",
+        "SELECT pk, identity, is_current, series_pk, study_pk, blob_key, stored_at, source, site "
+        "FROM instances WHERE sop_uid = ?",
         (rec.sop_instance_uid,),
     ).fetchall()
-    if any(r[1] == rec.identity for r in rows):
+    same = next((r for r in rows if r[1] == rec.identity), None)
+    if same is not None:
+        if refresh and same[5] == rec.blob_key:  # another key: another file meta, keep it
+            refresh_instance(conn, rec, dict(zip(_VERSION_COLS, same, strict=True)))
         return AddOutcome.DUPLICATE
     current = next((r for r in rows if r[2]), None)
     outcome, make_current = AddOutcome.STORED, rec.current
@@ -128,27 +150,34 @@ def deletion_epoch(conn: Conn) -> int:
     return int(row[0]) if row else 0
 
 
-def insert_instance(
-    conn: Conn, rec: InstanceRecord, series_pk: int, study_pk: int, current: bool
-) -> None:
+def _derived(rec: InstanceRecord) -> dict[str, Any]:
+    """The instance row's columns that come from the blob's bytes."""
     cols = attrs.column_values(rec.metadata, "instance")
     cols.pop("sop_uid", None)
     cols["sop_class_uid"] = rec.sop_class_uid or cols.get("sop_class_uid", "")
-    row = {
-        "sop_uid": rec.sop_instance_uid,
-        "identity": rec.identity,
-        "is_current": 1 if current else 0,
-        "series_pk": series_pk,
-        "study_pk": study_pk,
+    return {
         **cols,
         "transfer_syntax": rec.transfer_syntax_uid,
-        "blob_key": rec.blob_key,
         "size": rec.size,
         "sha256": rec.sha256,
         "num_frames": rec.num_frames,
         "frames": None if rec.frames is None else attrs.dumps(rec.frames),
         "metadata": attrs.dumps(rec.metadata),
         "attrs": attrs.level_json(rec.metadata, "instance"),
+    }
+
+
+def insert_instance(
+    conn: Conn, rec: InstanceRecord, series_pk: int, study_pk: int, current: bool
+) -> None:
+    row = {
+        "sop_uid": rec.sop_instance_uid,
+        "identity": rec.identity,
+        "is_current": 1 if current else 0,
+        "series_pk": series_pk,
+        "study_pk": study_pk,
+        **_derived(rec),
+        "blob_key": rec.blob_key,
         "stored_at": rec.stored_at,
         "source": rec.source,
         "site": rec.site,
@@ -156,6 +185,20 @@ def insert_instance(
     names = ", ".join(row)
     marks = ", ".join("?" for _ in row)
     conn.execute(f"INSERT INTO instances ({names}) VALUES ({marks})", tuple(row.values()))
+
+
+def refresh_instance(conn: Conn, rec: InstanceRecord, row: Any) -> None:
+    """Derive an existing version's row again from its blob (``rec``, read from
+    ``row``'s own blob key): what comes from the bytes is replaced, while when it
+    was stored, by whom and for which site are kept.  A current version refreshes
+    its patient, study and series rows as its store did, so the newest current
+    instance of each has the last word, and a store made since is not undone."""
+    rec = replace(rec, stored_at=row["stored_at"], source=row["source"], site=row["site"])
+    cols = _derived(rec)
+    sets = ", ".join(f"{c} = ?" for c in cols)
+    conn.execute(f"UPDATE instances SET {sets} WHERE pk = ?", (*cols.values(), row["pk"]))
+    if row["is_current"]:
+        upsert_hierarchy(conn, rec, True)
 
 
 # -- patient / study / series rows -------------------------------------------

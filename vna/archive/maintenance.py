@@ -61,8 +61,10 @@ async def reindex(archive: Archive, progress: Progress | None = None) -> Reindex
             progress(n, len(blobs))
     listed = {b.key for b in blobs}
     unlisted = [key async for key, _sha, _size in archive.index.blob_keys() if key not in listed]
-    # stored after the listing, or dangling: the index asks the store under its lock
-    report.removed = await archive.index.drop_dangling(unlisted, archive.store.exists_blocking)
+    # stored after the listing (kept), or dangling: those that look gone are asked
+    # again by the index under its writers' lock, which stores wait for meanwhile
+    gone = [key for key in unlisted if not await archive.store.exists(key)]
+    report.removed = await archive.index.drop_dangling(gone, archive.store.exists_blocking)
     return report
 
 

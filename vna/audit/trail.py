@@ -1,5 +1,6 @@
 """The audit trail's writer: events are queued on the event loop and appended to
 the index in batches by one background task, so recording never waits on disk.
+An event waits ``BATCH_WAIT`` for others to share its write.
 
 Reads of tiles and frames would swamp the trail (a slide view is thousands of
 requests), so they are recorded once per (who, slide or instance, 5 minutes):
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 DEDUPE_SECONDS = 300.0
 MAX_BATCH = 500
+BATCH_WAIT = 0.05  # seconds an event waits for others to share its write
 PRUNE_AT = 100_000  # remembered (who, object) pairs before old ones are dropped
 MAX_QUEUE = 200_000  # beyond this the index is not keeping up: events are logged instead
 _STOP = None
@@ -88,6 +90,11 @@ class AuditTrail:
         stop = False
         while not stop:
             batch = [await self._queue.get()]
+            if batch[0] is not _STOP:
+                # written at once, nearly every request's event had a transaction
+                # (and an fsync) of its own beside the stores': the events of the
+                # next moment share it instead (STOW-RS: 0.47 -> 0.44 ms CPU/instance)
+                await asyncio.sleep(BATCH_WAIT)
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             stop = _STOP in batch

@@ -522,3 +522,28 @@ def test_one_pass_element_map_is_the_walkers() -> None:
             assert elements == expected, name
             one_pass += 1
     assert one_pass > len(files) // 2
+
+
+def _containers(node: Any) -> list[Any]:
+    """Every dict and list inside ``node`` (and itself)."""
+    if isinstance(node, dict):
+        return [node, *(c for value in node.values() for c in _containers(value))]
+    if isinstance(node, list):
+        return [node, *(c for value in node for c in _containers(value))]
+    return []
+
+
+@pytest.mark.parametrize("patient", range(len(td.PATIENTS)))
+def test_values_seen_before_come_back_fresh_and_right(tmp_path: Path, patient: int) -> None:
+    """The decoder remembers short values it has converted (the instances of a
+    series share most of theirs): a value seen before must give the JSON pydicom
+    gives, and never a dict or list another instance's metadata holds."""
+    first_path = td.write(td.make_ct(seed=patient, index=0, count=2), tmp_path / "first.dcm")
+    second_path = td.write(td.make_ct(seed=patient, index=1, count=2), tmp_path / "second.dcm")
+    first = parse_part10(first_path)
+    for path in (second_path, first_path):  # values seen before: remembered
+        assert fast_path_reason(path) is None
+        again = parse_part10(path)
+        assert again.metadata == parse_part10_pydicom(path).metadata
+        held = {id(c) for c in _containers(first.metadata)}
+        assert not any(id(c) in held for c in _containers(again.metadata))

@@ -190,10 +190,11 @@ class Archive:
         self, groups: list[tuple[list[bytes | str], batch.Origin]]
     ) -> list[list[StoreResult]]:
         tmp = str(self.tmp_dir)
-        spooled = [
-            ([(batch.spool_data(tmp, it), it) if isinstance(it, bytes) else it for it in items], o)
-            for items, o in groups
-        ]
+
+        def entry(it: bytes | str) -> batch.Entry:  # spooled; the bytes parsed as they are
+            return (batch.spool_data(tmp, it), it) if isinstance(it, bytes) else it
+
+        spooled = [([entry(it) for it in items], origin) for items, origin in groups]
         return batch.store_groups(self, spooled)
 
     async def _discard(self, items: list[bytes | str]) -> None:

@@ -45,19 +45,19 @@ async def test_reindex_keeps_what_is_stored_meanwhile_and_answers_throughout(
     stored = sorted([await _store(archive, seed) for seed in (81, 82, 83)])
     late: list[str] = []
     seen_during: list[list[str]] = []
-    listing, add = archive.store.list, archive.index.add
+    listing, add = archive.store.list, archive.index.add_batch
 
     async def list_then_store(prefix: str = "") -> AsyncIterator[Any]:
         async for blob in listing(prefix):
             yield blob
         late.append(await _store(archive, 84))  # a store right after the listing
 
-    async def add_watched(rec: Any, *args: Any, **kwargs: Any) -> Any:
-        if rec.source == "reindex":  # (on S3 the late store adds through here too)
+    async def add_watched(recs: Any, *args: Any, **kwargs: Any) -> Any:
+        if any(rec.source == "reindex" for rec in recs):
             seen_during.append(await _instances(archive))  # what a viewer's query sees
-        return await add(rec, *args, **kwargs)
+        return await add(recs, *args, **kwargs)
 
-    archive.store.list, archive.index.add = list_then_store, add_watched  # type: ignore[method-assign]
+    archive.store.list, archive.index.add_batch = list_then_store, add_watched  # type: ignore[method-assign]
     report = await reindex(archive)
     assert (report.indexed, report.present, report.removed, report.failed) == (0, 3, 0, [])
     assert all(seen == sorted([*stored, *late]) for seen in seen_during) and seen_during

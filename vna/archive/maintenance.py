@@ -6,14 +6,16 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 from vna.archive.service import BLOB_PREFIX, Archive, unlink_quietly
 from vna.dicom import parse_part10
 from vna.errors import VnaError
-from vna.index.base import AddOutcome, DuplicatePolicy
+from vna.index.base import AddOutcome, DuplicatePolicy, InstanceRecord
 from vna.storage.base import BlobInfo
 
 Progress = Callable[[int, int], None]
+CHUNK = 100  # blobs parsed, then indexed in one transaction
 
 
 @dataclass
@@ -55,10 +57,11 @@ async def reindex(archive: Archive, progress: Progress | None = None) -> Reindex
     blobs.sort(key=lambda b: (b.mtime, b.key))
     policy = DuplicatePolicy.KEEP if archive.policy is DuplicatePolicy.REJECT else archive.policy
     report = ReindexReport()
-    for n, blob in enumerate(blobs, 1):
-        await _reindex_blob(archive, blob, policy, report)
+    for start in range(0, len(blobs), CHUNK):
+        chunk = blobs[start : start + CHUNK]
+        await _reindex_chunk(archive, chunk, policy, report)
         if progress:
-            progress(n, len(blobs))
+            progress(start + len(chunk), len(blobs))
     listed = {b.key for b in blobs}
     unlisted = [key async for key, _sha, _size in archive.index.blob_keys() if key not in listed]
     # stored after the listing (kept), or dangling: those that look gone are asked
@@ -68,25 +71,51 @@ async def reindex(archive: Archive, progress: Progress | None = None) -> Reindex
     return report
 
 
-async def _reindex_blob(
-    archive: Archive, blob: BlobInfo, policy: DuplicatePolicy, report: ReindexReport
+async def _reindex_chunk(
+    archive: Archive, chunk: list[BlobInfo], policy: DuplicatePolicy, report: ReindexReport
 ) -> None:
-    # read before the blob: a DELETE racing this add is seen at its commit
+    """Parse a chunk of blobs (oldest first) and index them in one transaction."""
+    # read before the blobs: a DELETE racing these adds is seen at their commit
     check = archive.blob_check(await archive.index.deletion_epoch())
-    path = None
+    parsed = [await _record(archive, blob) for blob in chunk]
+    good = [(blob, rec) for blob, rec in zip(chunk, parsed, strict=True) if not _failed(rec)]
     try:
-        path = await archive.spool(archive.store.stream(blob.key))
-        parsed = await archive.run(parse_part10, path)
-        rec = parsed.to_record(blob.key, stored_at=blob.mtime, source="reindex")
-        if await archive.index.add(rec, policy, check, refresh=True) is AddOutcome.DUPLICATE:
+        outcomes = await archive.index.add_batch(
+            [rec for _, rec in good], policy, check, refresh=True
+        )
+    except VnaError as exc:  # the whole transaction failed
+        outcomes = [exc] * len(good)
+    failures = [(blob, rec) for blob, rec in zip(chunk, parsed, strict=True) if _failed(rec)]
+    for (blob, _rec), outcome in zip(good, outcomes, strict=True):
+        if isinstance(outcome, VnaError):
+            failures.append((blob, outcome))
+        elif outcome is AddOutcome.DUPLICATE:
             report.present += 1
         else:
             report.indexed += 1
-    except VnaError as exc:
+    for blob, exc in failures:
         if await archive.store.exists(blob.key):
             report.failed.append((blob.key, exc.message))
         else:  # deleted since the listing: nothing to index
             report.vanished += 1
+
+
+def _failed(rec: InstanceRecord | VnaError) -> TypeGuard[VnaError]:
+    return isinstance(rec, VnaError)
+
+
+async def _record(archive: Archive, blob: BlobInfo) -> InstanceRecord | VnaError:
+    """The row ``blob`` implies, read where it lies on a local store (else
+    through a spool file), or why it cannot be read."""
+    local = getattr(archive.store, "local_path_blocking", None)
+    path = None
+    try:
+        if local is None:
+            path = await archive.spool(archive.store.stream(blob.key))
+        parsed = await archive.run(parse_part10, path or local(blob.key))
+        return parsed.to_record(blob.key, stored_at=blob.mtime, source="reindex")
+    except VnaError as exc:
+        return exc
     finally:
         if path is not None:
             await archive.run(unlink_quietly, path)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from vna.errors import VnaError
 from vna.index.security import SecurityIndex
 
 Level = Literal["patient", "study", "series", "instance"]
@@ -163,6 +164,17 @@ class Index(SecurityIndex, Protocol):
         Concurrent calls may be committed together (group commit).  ``refresh``
         (reindex): a version already indexed from this blob key is derived again
         from ``rec`` (DUPLICATE all the same)."""
+
+    async def add_batch(
+        self,
+        recs: list[InstanceRecord],
+        policy: DuplicatePolicy,
+        check: BlobCheck | None = None,
+        *,
+        refresh: bool = False,
+    ) -> list[AddOutcome | VnaError]:
+        """``add`` for each record, committed together, each failing alone: the
+        answers are the outcomes, or each record's error."""
 
     async def deletion_epoch(self) -> int:
         """How many deletions of instance rows there have been (see BlobCheck)."""

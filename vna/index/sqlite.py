@@ -315,6 +315,19 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
     ) -> AddOutcome:
         return await self._write(self._add_sync, rec, DuplicatePolicy(policy), check, refresh)
 
+    async def add_batch(
+        self,
+        recs: list[InstanceRecord],
+        policy: DuplicatePolicy,
+        check: BlobCheck | None = None,
+        *,
+        refresh: bool = False,
+    ) -> list[AddOutcome | VnaError]:
+        out = await self._write(
+            self._add_each_sync, list(recs), DuplicatePolicy(policy), check, refresh
+        )
+        return [r if isinstance(r, AddOutcome) else _wrap(r) for r in out]
+
     async def add_many(
         self, recs: list[InstanceRecord], policy: DuplicatePolicy
     ) -> list[AddOutcome]:
@@ -376,9 +389,10 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         recs: list[InstanceRecord],
         policy: DuplicatePolicy,
         check: BlobCheck | None,
+        refresh: bool = False,
     ) -> list[Any]:
         self._writes_since_analyze += len(recs)
-        return writes.add_each(conn, recs, policy, check)
+        return writes.add_each(conn, recs, policy, check, refresh=refresh)
 
     async def get(self, sop_instance_uid: str) -> InstanceRecord:
         rec = await self._read(reads.get_current, sop_instance_uid)

@@ -88,7 +88,12 @@ def apply_tally(conn: Conn, tally: Tally) -> None:
 
 
 def add_each(
-    conn: Conn, recs: list[InstanceRecord], policy: DuplicatePolicy, check: BlobCheck | None = None
+    conn: Conn,
+    recs: list[InstanceRecord],
+    policy: DuplicatePolicy,
+    check: BlobCheck | None = None,
+    *,
+    refresh: bool = False,
 ) -> list[Any]:
     """``add_one`` for each record in its own savepoint: a record that fails is
     rolled back alone and its exception returned in its place.
@@ -106,7 +111,7 @@ def add_each(
         conn.execute("SAVEPOINT rec")
         mine: Tally = {}
         try:
-            out.append(add_one(conn, rec, policy, mine))
+            out.append(add_one(conn, rec, policy, mine, refresh=refresh))
         except Exception as exc:
             conn.execute("ROLLBACK TO rec")
             out.append(exc)

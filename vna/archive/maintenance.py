@@ -110,9 +110,11 @@ async def _record(archive: Archive, blob: BlobInfo) -> InstanceRecord | VnaError
     local = getattr(archive.store, "local_path_blocking", None)
     path = None
     try:
-        if local is None:
-            path = await archive.spool(archive.store.stream(blob.key))
-        parsed = await archive.run(parse_part10, path or local(blob.key))
+        if local is not None:
+            source = local(blob.key)
+        else:
+            source = path = await archive.spool(archive.store.stream(blob.key))
+        parsed = await archive.run(parse_part10, source)
         return parsed.to_record(blob.key, stored_at=blob.mtime, source="reindex")
     except VnaError as exc:
         return exc

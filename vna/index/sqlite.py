@@ -294,10 +294,10 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         check: BlobCheck | None,
         refresh: bool = False,
     ) -> AddOutcome:
-        self._writes_since_analyze += 1
-        if writes.vanished_blobs(conn, [rec], check):
-            raise writes.blob_vanished(rec)
-        return writes.add_one(conn, rec, policy, refresh=refresh)
+        (outcome,) = self._add_each_sync(conn, [rec], policy, check, refresh)
+        if isinstance(outcome, VnaError):
+            raise outcome
+        return outcome
 
     def _add_many_sync(
         self, conn: sqlite3.Connection, recs: list[InstanceRecord], policy: DuplicatePolicy
@@ -323,10 +323,9 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         *,
         refresh: bool = False,
     ) -> list[AddOutcome | VnaError]:
-        out = await self._write(
+        return await self._write(
             self._add_each_sync, list(recs), DuplicatePolicy(policy), check, refresh
         )
-        return [r if isinstance(r, AddOutcome) else _wrap(r) for r in out]
 
     async def add_many(
         self, recs: list[InstanceRecord], policy: DuplicatePolicy
@@ -366,9 +365,9 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         writer has queued); each answer is the outcome or that record's error."""
         if self._writer is None:
             raise StorageError("index is not open")
-        fut: Future[list[Any]] = Future()
+        fut: Future[list[AddOutcome | VnaError]] = Future()
         self._queue.put((self._add_each_sync, (list(recs), DuplicatePolicy(policy), check), fut))
-        return [r if isinstance(r, AddOutcome) else _wrap(r) for r in self._wait(fut)]
+        return self._wait(fut)
 
     def _wait(self, fut: Future[T]) -> T:
         """The writer's answer; an error, not a hang, if it stopped before taking
@@ -390,9 +389,11 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         policy: DuplicatePolicy,
         check: BlobCheck | None,
         refresh: bool = False,
-    ) -> list[Any]:
+    ) -> list[AddOutcome | VnaError]:
+        """Each record's outcome, or its error (always a VnaError)."""
         self._writes_since_analyze += len(recs)
-        return writes.add_each(conn, recs, policy, check, refresh=refresh)
+        out = writes.add_each(conn, recs, policy, check, refresh=refresh)
+        return [r if isinstance(r, AddOutcome) else _wrap(r) for r in out]
 
     async def get(self, sop_instance_uid: str) -> InstanceRecord:
         rec = await self._read(reads.get_current, sop_instance_uid)

@@ -22,17 +22,6 @@ _NAME_ATTRS = {"patient": ("PatientName",), "study": ("ReferringPhysicianName",)
 
 
 Tally = dict[tuple[int, int], int]  # (series pk, study pk) -> current instances added
-_VERSION_COLS = (
-    "pk",
-    "identity",
-    "is_current",
-    "series_pk",
-    "study_pk",
-    "blob_key",
-    "stored_at",
-    "source",
-    "site",
-)
 
 
 def add_one(
@@ -54,7 +43,7 @@ def add_one(
     same = next((r for r in rows if r[1] == rec.identity), None)
     if same is not None:
         if refresh and same[5] == rec.blob_key:  # another key: another file meta, keep it
-            refresh_instance(conn, rec, dict(zip(_VERSION_COLS, same, strict=True)))
+            refresh_instance(conn, rec, same)
         return AddOutcome.DUPLICATE
     current = next((r for r in rows if r[2]), None)
     outcome, make_current = AddOutcome.STORED, rec.current
@@ -192,7 +181,7 @@ def insert_instance(
     conn.execute(f"INSERT INTO instances ({names}) VALUES ({marks})", tuple(row.values()))
 
 
-def refresh_instance(conn: Conn, rec: InstanceRecord, row: Any) -> None:
+def refresh_instance(conn: Conn, rec: InstanceRecord, row: Any) -> None:  # row by name
     """Derive an existing version's row again from its blob (``rec``, read from
     ``row``'s own blob key): what comes from the bytes is replaced, while when it
     was stored, by whom and for which site are kept.  A current version refreshes
@@ -214,18 +203,13 @@ def upsert_hierarchy(conn: Conn, rec: InstanceRecord, current: bool) -> tuple[in
     when ``rec`` is current and at least as new as what they were taken from."""
     meta = rec.metadata
     pid, issuer = attrs.text_of(meta, "PatientID"), attrs.text_of(meta, "IssuerOfPatientID")
-    row = conn.execute(
-        "SELECT pk FROM patients WHERE patient_id = ? AND issuer = ?", (pid, issuer)
-    ).fetchone()
-    if row is None:
-        row = conn.execute(
-            "INSERT INTO patients (patient_id, issuer) VALUES (?, ?) RETURNING pk", (pid, issuer)
-        ).fetchone()
-    patient_pk = row[0]
+    patient_pk = _ensure(conn, "patients", {"patient_id": pid, "issuer": issuer})
     study_pk = _ensure(
-        conn, "studies", "study_uid", rec.study_instance_uid, "patient_pk", patient_pk
+        conn, "studies", {"study_uid": rec.study_instance_uid}, {"patient_pk": patient_pk}
     )
-    series_pk = _ensure(conn, "series", "series_uid", rec.series_instance_uid, "study_pk", study_pk)
+    series_pk = _ensure(
+        conn, "series", {"series_uid": rec.series_instance_uid}, {"study_pk": study_pk}
+    )
     if current:
         _refresh(conn, "patient", patient_pk, rec)
         _refresh(conn, "study", study_pk, rec)
@@ -234,15 +218,20 @@ def upsert_hierarchy(conn: Conn, rec: InstanceRecord, current: bool) -> tuple[in
     return series_pk, study_pk
 
 
-def _ensure(conn: Conn, table: str, uid_col: str, uid: str, parent_col: str, parent: int) -> int:
-    """The row's pk, made if missing.  Looked up first: the row exists for all but
-    the first instance of its series, and a lookup costs half an insert attempt.
-    No other writer can slip in between: the caller holds the write transaction."""
-    row = conn.execute(f"SELECT pk FROM {table} WHERE {uid_col} = ?", (uid,)).fetchone()
+def _ensure(
+    conn: Conn, table: str, key: dict[str, Any], parent: dict[str, Any] | None = None
+) -> int:
+    """The pk of the row ``key`` names, made (with ``parent``) if missing.  Looked
+    up first: the row exists for all but the first instance of its series, and a
+    lookup costs half an insert attempt.  No other writer can slip in between:
+    the caller holds the write transaction."""
+    where = " AND ".join(f"{col} = ?" for col in key)
+    row = conn.execute(f"SELECT pk FROM {table} WHERE {where}", tuple(key.values())).fetchone()
     if row is None:
+        cols = {**key, **(parent or {})}
+        names, marks = ", ".join(cols), ", ".join("?" * len(cols))
         row = conn.execute(
-            f"INSERT INTO {table} ({uid_col}, {parent_col}) VALUES (?, ?) RETURNING pk",
-            (uid, parent),
+            f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING pk", tuple(cols.values())
         ).fetchone()
     return int(row[0])
 

@@ -6,11 +6,11 @@ Every method is a coroutine; blocking I/O lives in a thread inside the backend.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from vna.errors import BadRequest
+from vna.errors import BadRequest, NotFound
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +89,13 @@ def check_key(key: str) -> str:
     if any(part in ("", ".", "..") for part in key.split("/")):
         raise BadRequest(f"invalid blob key {key!r}")
     return key
+
+
+def stat_exists(stat: Callable[[str], BlobInfo], key: str) -> bool:
+    """Whether the backend's blocking ``stat`` finds ``key``: NotFound is no, and
+    any other failure (an unreachable store) is raised, never taken for absence."""
+    try:
+        stat(key)
+    except NotFound:
+        return False
+    return True

@@ -29,7 +29,7 @@ from dataclasses import replace
 from itertools import islice
 
 from vna.errors import BadRequest, NotFound, StorageError, VnaError
-from vna.storage.base import BlobInfo, check_key
+from vna.storage.base import BlobInfo, check_key, stat_exists
 from vna.storage.groupsync import GroupSync
 
 TMP_DIR = ".vna-tmp"
@@ -339,11 +339,7 @@ class FileStore:
             self._delete(key)
 
     def exists_blocking(self, key: str) -> bool:
-        try:
-            self._stat(key)
-        except NotFound:
-            return False
-        return True
+        return stat_exists(self._stat, key)
 
     def _stat(self, key: str) -> BlobInfo:
         with _oserrors(key):

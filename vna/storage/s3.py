@@ -45,7 +45,7 @@ from minio.helpers import md5sum_hash
 from minio.xml import Element, SubElement, getbytes
 
 from vna.errors import BadRequest, NotFound, StorageError, VnaError
-from vna.storage.base import BlobInfo, check_key
+from vna.storage.base import BlobInfo, check_key, stat_exists
 from vna.storage.fs import TMP_DIR, check_prefix, check_range
 
 DEFAULT_PART_SIZE = 16 << 20
@@ -479,11 +479,7 @@ class S3Store:
         return await asyncio.to_thread(self.exists_blocking, key)
 
     def exists_blocking(self, key: str) -> bool:
-        try:
-            self._stat(key)
-        except NotFound:
-            return False
-        return True
+        return stat_exists(self._stat, key)
 
     def delete_many_blocking(self, keys: list[str]) -> None:
         self._remove_names([self._name(key) for key in keys], "delete")

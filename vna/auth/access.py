@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
+from functools import partial
 
 from aiohttp import web
 
+from vna.auth.credcache import CredentialCache, Verify
 from vna.auth.credentials import TokenVerifier, check_api_key, sha256_hex, split_api_key
 from vna.auth.roles import PRINCIPAL, Principal, RoutePolicy, allowed, sites_of
 from vna.errors import Forbidden, NotFound, Unauthorized
@@ -36,6 +39,7 @@ CSRF_COOKIE = "vna_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 VERIFIER = web.AppKey("token_verifier", TokenVerifier)
+CREDENTIALS = web.AppKey("credential_cache", CredentialCache)
 
 
 def same_origin(request: web.Request, origin: str) -> bool:
@@ -46,11 +50,25 @@ def same_origin(request: web.Request, origin: str) -> bool:
     return origin in ours or origin in settings.cors_origins
 
 
+async def remembered(request: web.Request, key: str, verify: Verify) -> Principal:
+    """``verify()``'s principal, remembered while credentials are unchanged
+    (vna.auth.credcache); ``key`` names the credential by its secret's hash."""
+    cache = request.app.get(CREDENTIALS)
+    if cache is None:
+        return (await verify())[0]
+    return await cache.principal(key, verify)
+
+
 async def session_principal(request: web.Request) -> Principal | None:
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         return None
-    found = await request.app[INDEX].session_user(sha256_hex(cookie))
+    token = sha256_hex(cookie)
+    return await remembered(request, "session:" + token, partial(_verify_session, request, token))
+
+
+async def _verify_session(request: web.Request, token_sha256: str) -> tuple[Principal, float]:
+    found = await request.app[INDEX].session_user(token_sha256)
     if found is None:
         raise Unauthorized("session expired or signed out")
     session, user = found
@@ -58,7 +76,12 @@ async def session_principal(request: web.Request) -> Principal | None:
         raise Unauthorized("session of a removed user")
     if user.disabled:
         raise Unauthorized("user disabled")
-    return Principal("user", user.name, user.role, sites_of(user.site), csrf=session.csrf)
+    principal = Principal("user", user.name, user.role, sites_of(user.site), csrf=session.csrf)
+    return principal, session.expires_at
+
+
+async def _verify_key(request: web.Request, token: str) -> tuple[Principal, float]:
+    return await check_api_key(request.app[INDEX], token), math.inf
 
 
 def check_origin(request: web.Request, what: str) -> None:
@@ -109,7 +132,8 @@ async def authenticate(request: web.Request) -> Principal:
             raise Unauthorized("only Bearer credentials are accepted")
         token = token.strip()
         if split_api_key(token):
-            return await check_api_key(request.app[INDEX], token)
+            key = "key:" + sha256_hex(token)
+            return await remembered(request, key, partial(_verify_key, request, token))
         verifier = request.app.get(VERIFIER)
         if verifier is None:
             raise Unauthorized("bearer tokens are not configured (no OIDC issuer)")

@@ -326,6 +326,11 @@ class SecurityIndex(Protocol):
         self, token_sha256: str
     ) -> tuple[SessionRecord, UserRecord | None] | None: ...
     async def drop_session(self, token_sha256: str) -> None: ...
+    def credentials_epoch(self) -> bytes | None:
+        """Changes whenever credentials change, in any process (vna.index.epoch);
+        None where the backend has no such value: nothing may be remembered."""
+        ...
+
     async def login_failures(self, client: str) -> tuple[int, float]: ...
     async def add_login_failure(self, client: str) -> int: ...
     async def clear_login_failures(self, client: str) -> None: ...
@@ -336,16 +341,27 @@ class SecurityIndex(Protocol):
 
 
 class SecurityMixin:
-    """The async face of the functions above, for an index with _read/_write."""
+    """The async face of the functions above, for an index with _read/_write.
+
+    Every change to users, API keys or sessions other than a new session is
+    followed, once committed, by ``_credentials_changed`` (vna.index.epoch):
+    credentials remembered by the route guard stop counting, in every process."""
 
     _read: Callable[..., Any]
     _write: Callable[..., Any]
+    _credentials_changed: Callable[[], None]
+
+    async def _write_credentials(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await self._write(fn, *args)
+        finally:  # also after a failure: whether it committed is not known here
+            self._credentials_changed()
 
     async def add_user(self, user: UserRecord) -> None:
-        await self._write(add_user, user)
+        await self._write_credentials(add_user, user)
 
     async def put_external_user(self, user: UserRecord) -> None:
-        await self._write(put_external_user, user)
+        await self._write_credentials(put_external_user, user)
 
     async def get_user(self, name: str) -> UserRecord:
         user = await self._read(get_user, name)
@@ -357,15 +373,15 @@ class SecurityMixin:
         return await self._read(list_users)
 
     async def remove_user(self, name: str) -> None:
-        if not await self._write(remove_user, name):
+        if not await self._write_credentials(remove_user, name):
             raise NotFound(f"no such user: {name}")
 
     async def set_password(self, name: str, password_hash: str) -> None:
-        if not await self._write(set_password, name, password_hash):
+        if not await self._write_credentials(set_password, name, password_hash):
             raise NotFound(f"no such user: {name}")
 
     async def add_key(self, key: ApiKeyRecord) -> None:
-        await self._write(add_key, key)
+        await self._write_credentials(add_key, key)
 
     async def get_key(self, key_id: str) -> ApiKeyRecord:
         key = await self._read(get_key, key_id)
@@ -377,7 +393,7 @@ class SecurityMixin:
         return await self._read(list_keys)
 
     async def revoke_key(self, key_id: str) -> None:
-        if not await self._write(revoke_key, key_id, time.time()):
+        if not await self._write_credentials(revoke_key, key_id, time.time()):
             raise NotFound(f"no such unrevoked API key: {key_id}")
 
     async def add_session(self, session: SessionRecord) -> None:
@@ -392,7 +408,7 @@ class SecurityMixin:
         return await self._read(session_user, token_sha256, time.time())
 
     async def drop_session(self, token_sha256: str) -> None:
-        await self._write(drop_session, token_sha256)
+        await self._write_credentials(drop_session, token_sha256)
 
     async def login_failures(self, client: str) -> tuple[int, float]:
         return await self._read(login_failures, client)

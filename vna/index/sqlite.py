@@ -43,6 +43,7 @@ from vna.index.base import (
     SlideRecord,
     SlideStatus,
 )
+from vna.index.epoch import SharedEpoch
 from vna.index.migrate import apply_migrations
 from vna.index.security import SecurityMixin
 from vna.index.shares import ShareMixin
@@ -70,6 +71,7 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         self._queue: queue.Queue[Any] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._lock_fd: int | None = None  # the writers' lock file (see the docstring)
+        self._epoch: SharedEpoch | None = None  # credentials epoch (vna.index.epoch)
         self._wconn: sqlite3.Connection | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -98,6 +100,7 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
     def _open_sync(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.path + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._epoch = SharedEpoch(self.path + "-credentials.epoch")
         self._wconn = self._connect(readonly=False)
         with self._exclusive():  # processes starting together migrate one at a time
             applied = apply_migrations(self._wconn)
@@ -145,6 +148,17 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        if self._epoch is not None:
+            self._epoch.close()
+            self._epoch = None
+
+    def credentials_epoch(self) -> bytes | None:
+        epoch = self._epoch
+        return None if epoch is None else epoch.value()
+
+    def _credentials_changed(self) -> None:
+        if self._epoch is not None:
+            self._epoch.bump()
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:

@@ -662,6 +662,24 @@ async def test_in_a_batch_the_newest_record_sets_the_shared_study_row(index) -> 
     assert counts == {"8.1.1": 2, "8.1.2": 1}
 
 
+async def test_in_one_store_batch_the_last_record_sets_the_shared_study_row(index) -> None:
+    """As above, with one store time for the whole batch (a STOW-RS batch): records
+    naming the rows the record before them named skip re-checking them, and that
+    must not let A's second instance skip restoring A's description after B's."""
+    batch = [
+        record("8.2.1.1", study="8.2", series="8.2.1", StudyDescription="first"),
+        record("8.2.1.2", study="8.2", series="8.2.1", StudyDescription="first"),
+        record("8.2.2.1", study="8.2", series="8.2.2", StudyDescription="second"),
+        record("8.2.1.3", study="8.2", series="8.2.1", StudyDescription="first"),
+    ]
+    out = await asyncio.to_thread(index.add_batch_blocking, batch, DuplicatePolicy.KEEP)
+    assert out == [AddOutcome.STORED] * 4
+    query = Query("study", {"StudyInstanceUID": "8.2"}, include=["StudyDescription"])
+    [study] = (await index.find(query)).items
+    assert values([study], "00081030") == ["first"]
+    assert values([study], "00201208") == [4]
+
+
 async def test_a_batch_counts_as_its_records_one_by_one(index) -> None:
     """The counters are tallied per series and applied once per batch: a replaced
     version moving series, a new series and a failed record end as if each record

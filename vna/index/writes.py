@@ -22,6 +22,7 @@ _NAME_ATTRS = {"patient": ("PatientName",), "study": ("ReferringPhysicianName",)
 
 
 Tally = dict[tuple[int, int], int]  # (series pk, study pk) -> current instances added
+Memo = dict[tuple, tuple[int, int]]  # hierarchy rows found (see upsert_hierarchy)
 
 
 def add_one(
@@ -31,10 +32,12 @@ def add_one(
     tally: Tally | None = None,
     *,
     refresh: bool = False,
+    memo: Memo | None = None,
 ) -> AddOutcome:
     """Index one record; with a ``tally``, its counter changes are added there for
     the caller to apply (``apply_tally``) instead of made at once.  ``refresh``
-    (reindex): a version already indexed from the same blob is derived again."""
+    (reindex): a version already indexed from the same blob is derived again.
+    ``memo``: see ``upsert_hierarchy``."""
     rows = conn.execute(
         "SELECT pk, identity, is_current, series_pk, study_pk, blob_key, stored_at, source, site "
         "FROM instances WHERE sop_uid = ?",
@@ -56,7 +59,7 @@ def add_one(
             conn.execute("UPDATE instances SET is_current = 0 WHERE pk = ?", (current[0],))
             _count(conn, tally, current[3], current[4], -1)
             outcome, make_current = AddOutcome.REPLACED, True
-    series_pk, study_pk = upsert_hierarchy(conn, rec, make_current)
+    series_pk, study_pk = upsert_hierarchy(conn, rec, make_current, memo)
     insert_instance(conn, rec, series_pk, study_pk, make_current)
     if make_current:
         _count(conn, tally, series_pk, study_pk, +1)
@@ -93,6 +96,7 @@ def add_each(
     gone = vanished_blobs(conn, recs, check)
     out: list[Any] = []
     tally: Tally = {}
+    memo: Memo = {}
     for rec in recs:
         if rec.blob_key in gone:
             out.append(blob_vanished(rec))
@@ -100,11 +104,12 @@ def add_each(
         conn.execute("SAVEPOINT rec")
         mine: Tally = {}
         try:
-            out.append(add_one(conn, rec, policy, mine, refresh=refresh))
+            out.append(add_one(conn, rec, policy, mine, refresh=refresh, memo=memo))
         except Exception as exc:
             conn.execute("ROLLBACK TO rec")
             out.append(exc)
             mine = {}  # rolled back: nothing to count
+            memo.clear()  # nor to remember: its rows may be gone
         conn.execute("RELEASE rec")
         for key, delta in mine.items():
             tally[key] = tally.get(key, 0) + delta
@@ -198,9 +203,39 @@ def refresh_instance(conn: Conn, rec: InstanceRecord, row: Any) -> None:  # row 
 # -- patient / study / series rows -------------------------------------------
 
 
-def upsert_hierarchy(conn: Conn, rec: InstanceRecord, current: bool) -> tuple[int, int]:
+def upsert_hierarchy(
+    conn: Conn, rec: InstanceRecord, current: bool, memo: Memo | None = None
+) -> tuple[int, int]:
     """Find or create the patient, study and series rows; refresh their attributes
-    when ``rec`` is current and at least as new as what they were taken from."""
+    when ``rec`` is current and at least as new as what they were taken from.
+
+    With a ``memo`` (one per ``add_each``, in one transaction), a record naming the
+    same rows with the same attributes and time as the record just before it needs
+    none of this: the rows are there and were just made to match.  The instances of
+    a series stored together are such records, and each skips seven statements.
+    Only the last record's rows are remembered: one between that named them with
+    other attributes may have rewritten them, and then the order decides as without
+    a memo."""
+    meta = rec.metadata
+    key = None
+    if memo is not None:
+        key = (
+            current,
+            rec.stored_at,
+            rec.study_instance_uid,
+            rec.series_instance_uid,
+            *(attrs.level_json(meta, level) for level in _LEVEL_TABLE),
+        )
+        if key in memo:
+            return memo[key]
+        memo.clear()
+    pks = _upsert_hierarchy(conn, rec, current)
+    if key is not None:
+        memo[key] = pks
+    return pks
+
+
+def _upsert_hierarchy(conn: Conn, rec: InstanceRecord, current: bool) -> tuple[int, int]:
     meta = rec.metadata
     pid, issuer = attrs.text_of(meta, "PatientID"), attrs.text_of(meta, "IssuerOfPatientID")
     patient_pk = _ensure(conn, "patients", {"patient_id": pid, "issuer": issuer})

@@ -17,6 +17,7 @@ and a local filesystem, which the SQLite index requires anyway.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 
@@ -43,8 +44,10 @@ class SharedEpoch:
 
     def bump(self) -> None:
         """A value no process has read before (random: nothing to coordinate)."""
-        if self._map is not None:
-            self._map[:SIZE] = os.urandom(SIZE)
+        m = self._map
+        if m is not None:
+            with contextlib.suppress(ValueError):  # closed by another thread meanwhile
+                m[:SIZE] = os.urandom(SIZE)
 
     def close(self) -> None:
         if self._map is not None:

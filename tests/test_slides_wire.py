@@ -89,6 +89,21 @@ def test_cached_tile_is_the_plain_answer_on_the_wire(slide):
         assert abs(sent - time.time()) < 60
 
 
+def test_cached_iiif_tile_is_the_plain_answer_on_the_wire(slide):
+    """A IIIF request naming one stored tile (what Mirador asks for) is cached and
+    written the same way, its IIIF profile Link header included."""
+    server, rec = slide
+    path = f"/iiif/3/{rec['id']}/256,0,256,256/256,/0/default.jpg"
+    stored = server.call(read_tile(server.app[STORE], rec["prefix"], 0, 1, 0))
+    [(plain_status, plain, plain_body)] = _exchange(server, _request(path, "1.0"))
+    answers = _exchange(server, _request(path), _request(path))
+    assert plain_status == "HTTP/1.0 200 OK" and plain_body == stored
+    assert "level2.json" in dict(plain)["Link"]
+    for status, headers, body in answers:
+        assert status == "HTTP/1.1 200 OK" and body == stored
+        assert _without(headers, "Date") == _without(plain, "Date", "Connection")
+
+
 def test_pipelined_tiles_come_back_in_order_on_one_connection(slide):
     server, rec = slide
     paths = [_path(rec, c, r) for c, r in [(0, 0), (2, 1), (0, 0), (3, 2), (1, 0)]]

@@ -125,10 +125,12 @@ class TileAnswer:
 
     __slots__ = ("data", "etag", "head", "headers", "not_modified")
 
-    def __init__(self, data: bytes, fmt: str, etag: str, cache_control: str) -> None:
+    def __init__(
+        self, data: bytes, fmt: str, etag: str, cache_control: str, extra: dict | None = None
+    ) -> None:
         self.data = data
         self.etag = etag
-        self.not_modified = {"ETag": etag, "Cache-Control": cache_control}
+        self.not_modified = {"ETag": etag, "Cache-Control": cache_control, **(extra or {})}
         self.headers = {**self.not_modified, "Content-Type": render.MEDIA_TYPES[fmt]}
         self.head = wire.wire_head(self.headers, len(data))
 
@@ -269,10 +271,17 @@ async def iiif_manifest(request: web.Request) -> web.Response:
 
 
 @slide_route
-async def iiif_image(request: web.Request) -> web.Response:
-    mi = request.match_info
+async def iiif_image(request: web.Request) -> web.StreamResponse:
+    """A request naming exactly one stored tile is answered as a Deep Zoom tile is:
+    its whole answer cached under the URL asked for, for the viewers (Mirador,
+    OpenSeadragon on info.json) that ask for nothing else."""
     svc: SlideService = request.app[SLIDES]
     pyr = await _iiif_pyramid(request)
+    key = ("iiif-url", pyr.build_id, request.raw_path)
+    answer = svc.tiles.cache.get(key)
+    if answer is not None:
+        return answer.response(request)
+    mi = request.match_info
     req = iiif.parse_request(
         mi["region"], mi["size"], mi["rotation"], mi["qf"], pyr.width, pyr.height
     )
@@ -287,7 +296,10 @@ async def iiif_image(request: web.Request) -> web.Response:
     if _matches(request, etag):  # the client has it (revalidation): no need to make it
         data = b""
     elif tile is not None:
-        data = await svc.tiles.tile(pyr, k, col, row, req.fmt, pyr.quality)
+        data = await svc.tiles.tile(pyr, k, col, row, req.fmt, pyr.quality, keep=False)
+        answer = TileAnswer(data, req.fmt, etag, cache_control, {"Link": IIIF_PROFILE_LINK})
+        svc.tiles.cache.put(key, answer, len(data) + ANSWER_COST)
+        return answer.response(request)
     else:
         data = await _region(svc, pyr, req)
     resp = image_response(request, data, req.fmt, etag, cache_control, TileResponse)

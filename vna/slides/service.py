@@ -137,15 +137,18 @@ class SlideService:
             self.queue.put_nowait(slide_id)
 
     async def run(self) -> None:
-        """Build workers and the watcher, until cancelled (primary process only)."""
+        """Build workers and the watcher, until cancelled (primary process only).
+        Call ``pick_up(resume=True)`` first, before serving (see there)."""
         async with asyncio.TaskGroup() as tg:
             for _ in range(CONCURRENT_BUILDS):
                 tg.create_task(self._worker())
-            await self._pick_up(resume=True)
             tg.create_task(self._watch())
 
-    async def _pick_up(self, resume: bool = False) -> None:
-        """Queued slides not yet in our queue (and, at start, builds a restart cut short)."""
+    async def pick_up(self, resume: bool = False) -> None:
+        """Queued slides not yet in our queue; with ``resume`` (at start, before
+        serving), also those left building, which a restart cut short.  Later, a
+        slide building is being built by someone (``vna slides add`` creates it so):
+        picked up then, a build begun after the start would run twice."""
         wanted = (SlideStatus.QUEUED, SlideStatus.BUILDING) if resume else (SlideStatus.QUEUED,)
         for rec in await self.index.list_slides():
             if rec.status in wanted:
@@ -185,7 +188,7 @@ class SlideService:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._pick_up()
+                await self.pick_up()
                 await self._check_series()
             except VnaError as exc:
                 log.warning("WSI series check failed: %s", exc.message)
@@ -332,7 +335,10 @@ async def _slides_ctx(app: web.Application) -> AsyncIterator[None]:
     tiles = TileService(archive.store, settings.tile_cache_mb << 20, archive.run)
     svc = SlideService(manager, tiles, settings.slide_quiet_seconds, primary=app.get(PRIMARY, True))
     app[SLIDES] = svc
-    runner = asyncio.create_task(svc.run(), name="slide-builds") if svc.primary else None
+    runner = None
+    if svc.primary:
+        await svc.pick_up(resume=True)  # only what was building before this start
+        runner = asyncio.create_task(svc.run(), name="slide-builds")
     yield
     if runner is not None:
         runner.cancel()

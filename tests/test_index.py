@@ -711,3 +711,35 @@ async def test_a_batch_counts_as_its_records_one_by_one(index) -> None:
     assert counts.get("9.1.2") == 2 and counts.get("9.1.1", 0) == 0
     [patient] = (await index.find(Query("patient", {"PatientID": "P9"}))).items
     assert values([patient], "00201200") == [1]  # NumberOfPatientRelatedStudies
+
+
+async def test_a_blocking_add_commits_in_its_own_thread_when_the_writer_is_idle(index) -> None:
+    """A store thread adding while the writer is idle runs the transaction itself
+    (no hand-over); while the writer is in a transaction, it queues and the
+    writer commits it after, as before."""
+    ran_in: list[str] = []
+    add_each = index._add_each_sync
+
+    def spy(conn, *args):
+        ran_in.append(threading.current_thread().name)
+        return add_each(conn, *args)
+
+    index._add_each_sync = spy
+    first = record("10.1.1.1", study="10.1", series="10.1.1")
+    out = await asyncio.to_thread(index.add_batch_blocking, [first], DuplicatePolicy.KEEP)
+    assert out == [AddOutcome.STORED] and ran_in[-1] != "vna-index-writer"
+    assert (await index.get("10.1.1.1")).identity == first.identity
+
+    index._wlock.acquire()  # the writer's turn, as if it were committing others' writes
+    second = record("10.1.1.2", study="10.1", series="10.1.1")
+    pending = asyncio.ensure_future(
+        asyncio.to_thread(index.add_batch_blocking, [second], DuplicatePolicy.KEEP)
+    )
+    await asyncio.sleep(0.3)
+    assert not pending.done()  # it waits for the writer, and does not write meanwhile
+    index._wlock.release()
+    assert await pending == [AddOutcome.STORED] and ran_in[-1] == "vna-index-writer"
+    assert await uids(index, "instance", filters={"SeriesInstanceUID": "10.1.1"}) == [
+        "10.1.1.1",
+        "10.1.1.2",
+    ]

@@ -79,6 +79,7 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         # read connections lent to worker threads (identities_blocking)
         self._spare: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._wlock = threading.Lock()  # whoever runs a transaction on _wconn holds it
         self._writes_since_analyze = 0
         self.commits = 0  # transactions committed by the writer (group commit makes it < writes)
 
@@ -140,8 +141,9 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
             self._rconns.clear()
         self._spare = queue.SimpleQueue()
         self._local = threading.local()
-        if self._wconn is not None:
-            self._close_writer()
+        with self._wlock:  # no transaction of a blocking caller under way
+            if self._wconn is not None:
+                self._close_writer()
         self._close_lock()
 
     def _close_lock(self) -> None:
@@ -210,10 +212,11 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
             if _STOP in batch:
                 stop = True
                 batch = [b for b in batch if b is not _STOP]
-            if batch:
-                self._run_batch(batch)
-            if self._writes_since_analyze >= _ANALYZE_EVERY:
-                self._safe_analyze()
+            with self._wlock:  # a blocking caller may run its own transaction (_add_inline)
+                if batch:
+                    self._run_batch(batch)
+                if self._writes_since_analyze >= _ANALYZE_EVERY:
+                    self._safe_analyze()
 
     def _safe_analyze(self) -> None:
         try:
@@ -380,8 +383,27 @@ class SqliteIndex(SecurityMixin, ShareMixin):  # users, keys, sessions, audit, s
         if self._writer is None:
             raise StorageError("index is not open")
         fut: Future[list[AddOutcome | VnaError]] = Future()
-        self._queue.put((self._add_each_sync, (list(recs), DuplicatePolicy(policy), check), fut))
+        item = (self._add_each_sync, (list(recs), DuplicatePolicy(policy), check), fut)
+        if self._add_inline(item):
+            return fut.result()
+        self._queue.put(item)
         return self._wait(fut)
+
+    def _add_inline(self, item: tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]) -> bool:
+        """Run ``item`` in this thread when the writer has nothing queued and is not
+        in a transaction: the hand-over to the writer thread and back (two thread
+        wake-ups) cost a store of one instance at a time about 7% of its latency
+        (STOW-RS, one instance a request, one client: 2.09-2.24 -> 1.91-2.05 ms).
+        Under load the queue is not empty and writes are group-committed as before."""
+        if not self._queue.empty() or not self._wlock.acquire(blocking=False):
+            return False
+        try:
+            if self._wconn is None:
+                raise StorageError("index is not open")
+            self._run_batch([item])
+        finally:
+            self._wlock.release()
+        return True
 
     def _wait(self, fut: Future[T]) -> T:
         """The writer's answer; an error, not a hang, if it stopped before taking

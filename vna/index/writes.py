@@ -46,7 +46,7 @@ def add_one(
     same = next((r for r in rows if r[1] == rec.identity), None)
     if same is not None:
         if refresh and same[5] == rec.blob_key:  # another key: another file meta, keep it
-            refresh_instance(conn, rec, same)
+            refresh_instance(conn, rec, same, memo)
         return AddOutcome.DUPLICATE
     current = next((r for r in rows if r[2]), None)
     outcome, make_current = AddOutcome.STORED, rec.current
@@ -186,7 +186,9 @@ def insert_instance(
     conn.execute(f"INSERT INTO instances ({names}) VALUES ({marks})", tuple(row.values()))
 
 
-def refresh_instance(conn: Conn, rec: InstanceRecord, row: Any) -> None:  # row by name
+def refresh_instance(
+    conn: Conn, rec: InstanceRecord, row: Any, memo: Memo | None = None
+) -> None:  # row by name
     """Derive an existing version's row again from its blob (``rec``, read from
     ``row``'s own blob key): what comes from the bytes is replaced, while when it
     was stored, by whom and for which site are kept.  A current version refreshes
@@ -197,7 +199,7 @@ def refresh_instance(conn: Conn, rec: InstanceRecord, row: Any) -> None:  # row 
     sets = ", ".join(f"{c} = ?" for c in cols)
     conn.execute(f"UPDATE instances SET {sets} WHERE pk = ?", (*cols.values(), row["pk"]))
     if row["is_current"]:
-        upsert_hierarchy(conn, rec, True)
+        upsert_hierarchy(conn, rec, True, memo)  # it may rewrite them: the memo must know
 
 
 # -- patient / study / series rows -------------------------------------------

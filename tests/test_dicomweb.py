@@ -39,7 +39,12 @@ def dataset_bytes(part10: bytes, tmp: Path) -> bytes:
 def test_stow_qido_wado_round_trip(vna_server, tmp_path):
     study = td.make_study(seed=1, modalities=("CT", "MR"), n_instances=3)
     web = client(vna_server)
-    web.store_instances(study)
+    answer = web.store_instances(study)
+    # the client reads the answer only under its exact media type
+    assert sorted(r.ReferencedSOPInstanceUID for r in answer.ReferencedSOPSequence) == sorted(
+        ds.SOPInstanceUID for ds in study
+    )
+    assert "FailedSOPSequence" not in answer
 
     found = web.search_for_studies(search_filters={"PatientID": study[0].PatientID})
     assert [s["0020000D"]["Value"][0] for s in found] == [study[0].StudyInstanceUID]
@@ -276,6 +281,10 @@ def test_duplicates_and_superseded_versions(fs_server):
         timeout=30,
     )
     assert _single_part(got) == td.to_bytes(ds)
+    # what the Python client hands its caller carries the warning too
+    edited = td.with_value(ds, "SeriesDescription", "edited again")
+    answer = client(fs_server).store_instances([edited])
+    assert answer.ReferencedSOPSequence[0].WarningReason == 0xB000
 
 
 def test_qido_matching_over_http(fs_server):

@@ -76,6 +76,17 @@ async def part_chunks(part: BodyPartReader, size: int = 1 << 20) -> AsyncIterato
         yield chunk
 
 
+DICOM_JSON = "application/dicom+json"
+
+
+def dicom_json(text: str, *, status: int = 200) -> web.Response:
+    """A DICOM JSON answer, ``Content-Type: application/dicom+json`` exactly: the
+    type is UTF-8 by definition and takes no charset parameter, and clients compare
+    it whole (dicomweb-client's ``store_instances`` read vna's STOW-RS answer, sent
+    with aiohttp's ``; charset=utf-8``, as no answer at all)."""
+    return web.Response(status=status, body=text.encode(), content_type=DICOM_JSON)
+
+
 def error_body(status: int, message: str, reason: int | None = None) -> web.Response:
     body = {"status": status, "error": message}
     if reason is not None:

@@ -13,8 +13,8 @@ from vna.dicomweb.uids import check_uid
 from vna.errors import BadRequest
 from vna.index.base import Level, Query
 from vna.keys import ARCHIVE
+from vna.web import dicom_json
 
-DICOM_JSON = "application/dicom+json"
 RESERVED = {"limit", "offset", "fuzzymatching", "includefield", "orderby"}
 MAX_LIMIT = 10_000  # asked for explicitly
 DEFAULT_LIMIT = 1_000  # when no limit is given: a page a viewer can use, not a table scan
@@ -89,7 +89,7 @@ def _search(level: Level, path_keys: dict[str, str]):
         result = await request.app[ARCHIVE].find(query)
         # up to thousands of results: encode off the event loop
         text = await request.app[ARCHIVE].run(json.dumps, result.items)
-        resp = web.Response(text=text, content_type=DICOM_JSON)
+        resp = dicom_json(text)
         if result.warnings:
             resp.headers["Warning"] = ", ".join(
                 f'299 vna "{w.replace(chr(34), chr(39))}"' for w in result.warnings

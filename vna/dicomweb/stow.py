@@ -26,7 +26,7 @@ from vna.dicomweb.uids import check_uid
 from vna.errors import BadRequest, InvalidDicom, UnsupportedMediaType
 from vna.index.base import AddOutcome
 from vna.keys import ARCHIVE, SETTINGS
-from vna.web import part_chunks, public_origin
+from vna.web import dicom_json, part_chunks, public_origin
 
 CHUNK = 1 << 20
 MEMORY_PART = 4 << 20
@@ -174,7 +174,7 @@ def _response(results: list[StoreResult], root: str) -> web.Response:
         body["00081198"] = {"vr": "SQ", "Value": [_failed(r) for r in failed]}
     warned = any(r.warning for r in ok)
     status = 409 if not ok else 202 if failed or warned else 200
-    resp = web.Response(status=status, text=json.dumps(body), content_type="application/dicom+json")
+    resp = dicom_json(json.dumps(body), status=status)
     notes = sorted({r.warning for r in ok if r.warning})
     if notes:
         resp.headers["Warning"] = ", ".join(f'299 vna "{n}"' for n in notes)

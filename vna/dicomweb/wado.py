@@ -25,7 +25,7 @@ from vna.dicomweb.uids import check_uid
 from vna.errors import BadRequest, NotAcceptable, NotFound
 from vna.index.base import InstanceRecord
 from vna.keys import ARCHIVE, SETTINGS
-from vna.web import public_origin
+from vna.web import dicom_json, public_origin
 
 DICOM = "application/dicom"
 
@@ -101,7 +101,7 @@ async def metadata(request: web.Request) -> web.Response:
     origin, base = public_origin(request), request.app[SETTINGS].base_path
     # a large series is megabytes of JSON: encode it off the event loop
     body = await archive.run(metadata_body, recs, origin, base)
-    return web.Response(text=body, content_type="application/dicom+json")
+    return dicom_json(body)
 
 
 # -- frames ----------------------------------------------------------------------

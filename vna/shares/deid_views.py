@@ -33,7 +33,7 @@ from vna.index.base import InstanceRecord, SlideRecord
 from vna.index.shares import ShareRecord
 from vna.keys import ARCHIVE, INDEX, SETTINGS
 from vna.slides.service import SLIDES, slide_json
-from vna.web import Handler, public_origin
+from vna.web import Handler, dicom_json, public_origin
 
 VIEW_TTL = 60.0
 MAX_VIEWS = 64  # shares whose maps a process keeps
@@ -149,7 +149,7 @@ async def metadata(request: web.Request, view: DeidView) -> web.Response:
     archive = request.app[ARCHIVE]
     origin, base = public_origin(request), request.app[SETTINGS].base_path
     body = await archive.run(_deid_metadata, view, recs, origin, base)
-    return web.Response(text=body, content_type="application/dicom+json")
+    return dicom_json(body)
 
 
 async def retrieve(request: web.Request, view: DeidView) -> web.StreamResponse:
@@ -182,7 +182,7 @@ async def qido(request: web.Request, view: DeidView, handler: Handler) -> web.St
     if resp.status != 200 or not isinstance(resp, web.Response) or resp.text is None:
         return resp
     body = await request.app[ARCHIVE].run(_deid_rows, view, resp.text)
-    return web.Response(text=body, content_type="application/dicom+json")
+    return dicom_json(body)
 
 
 # -- slides ------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from vna.index.shares import ShareRecord
 from vna.keys import INDEX, SETTINGS
 from vna.shares import deid_views
 from vna.shares.deid_views import DeidView, deid_view
-from vna.web import Handler
+from vna.web import Handler, dicom_json
 
 SHARE_COOKIE = "vna_share"
 # readable by the pages' scripts: "this page is seen through a share link"
@@ -187,7 +187,7 @@ async def _qido(
         # a search under this share can reach, and through it the patient
         request.match_info["study"] = next(iter(studies))
     if query is None:
-        return web.json_response([], content_type="application/dicom+json")
+        return dicom_json("[]")
     scoped = request.clone(rel_url=request.rel_url.with_query(query))
     if view is None:
         return await handler(scoped)

@@ -264,6 +264,19 @@ def test_bad_input_is_4xx_and_nothing_stored(fs_server):
     assert list((fs_server.settings.tmp_dir).iterdir()) == []  # no spool file left behind
 
 
+def test_boundaries_longer_than_rfc_2046_are_taken(fs_server):
+    """Orthanc's DICOMweb plugin sends 73 characters (RFC 2046 says 70); a bound stays."""
+    for seed, length, status in ((81, 73, 200), (82, 256, 200), (83, 257, 400)):
+        data = td.to_bytes(td.make_ct(seed=seed))
+        boundary = "b" * length
+        body = stow_body([data]).replace(b"vnatestboundary", boundary.encode())
+        ctype = f'multipart/related; type="application/dicom"; boundary={boundary}'
+        r = requests.post(
+            fs_server.dicomweb + "/studies", data=body, headers={"Content-Type": ctype}, timeout=60
+        )
+        assert r.status_code == status, (length, r.text)
+
+
 def test_duplicates_and_superseded_versions(fs_server):
     ds = td.make_ct(seed=7)
     assert stow(fs_server, [td.to_bytes(ds)]).status_code == 200

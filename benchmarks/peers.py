@@ -3,7 +3,6 @@ config on free ports, and vna itself as a real `vna serve` subprocess."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -19,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.fixtures_orthanc import start_orthanc  # noqa: E402
 from tests.fixtures_server import listeners  # noqa: E402
 
-ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-ORTHANC_PLUGINS = "/usr/share/orthanc/plugins"
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -86,42 +84,13 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10)
 def orthanc(
     plugins: list[str] | None = None, extra: dict | None = None, data_dir: Path | None = None
 ) -> Iterator[Peer]:
-    """Orthanc 1.10 from Debian, with its DICOMweb (and optionally WSI) plugin;
-    its files are deleted at exit unless ``data_dir`` was given."""
+    """Orthanc 1.10 from Debian, with its DICOMweb (and optionally WSI) plugin, as
+    the tests start it; its files are deleted at exit unless ``data_dir`` was given."""
     tmp = data_dir or Path(tempfile.mkdtemp(prefix="bench-orthanc-"))
-    http, dimse = free_port(), free_port()
-    config = {
-        "Name": "bench",
-        "StorageDirectory": str(tmp / "storage"),
-        "IndexDirectory": str(tmp / "index"),
-        "HttpPort": http,
-        "DicomPort": dimse,
-        "DicomAet": "ORTHANC",
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "DicomCheckCalledAet": False,
-        "UnknownSopClassAccepted": True,
-        "Plugins": plugins if plugins is not None else [ORTHANC_PLUGINS],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-        "ConcurrentJobs": 2,
-        **(extra or {}),
-    }
-    (tmp / "orthanc.json").write_text(json.dumps(config))
-    with open(tmp / "orthanc.log", "w") as log:
-        proc = subprocess.Popen([ORTHANC, str(tmp / "orthanc.json")], stdout=log, stderr=log)
     try:
-        wait_http(f"http://127.0.0.1:{http}/system")
-        yield Peer(
-            "orthanc",
-            f"http://127.0.0.1:{http}",
-            f"http://127.0.0.1:{http}/dicom-web",
-            dimse,
-            "ORTHANC",
-            proc,
-            tmp,
-        )
+        with start_orthanc(tmp, plugins=plugins, extra=extra) as o:
+            yield Peer("orthanc", o.http, o.dicomweb, o.dimse_port, o.ae_title, o.process, tmp)
     finally:
-        stop(proc)
         if data_dir is None:
             shutil.rmtree(tmp, ignore_errors=True)
 

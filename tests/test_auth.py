@@ -246,6 +246,17 @@ def test_roles_and_site_scope(secure_server):
     # an uploader stores but cannot read; an auditor cannot read images either
     assert answers(uploader_a) == [403] * len(reads)
     assert answers(make_key(s, "auditor")) == [403] * len(reads)
+    # a PACS stores and reads back, within its sites, and deletes nothing
+    pacs_a = make_key(s, "pacs", "A")
+    assert answers(pacs_a) == [200] * len(reads)
+    assert answers(make_key(s, "pacs", "B"))[1:] == [404] * (len(reads) - 1)
+    assert stow(s, pacs_a, td.to_bytes(td.make_ct(9))).status_code == 200
+    assert requests.delete(inst, headers=pacs_a, timeout=30).status_code == 403
+    peer = {"ae_title": "X", "host": "127.0.0.1", "port": 104}
+    assert (
+        requests.post(s.url + "/api/peers", json=peer, headers=pacs_a, timeout=30).status_code
+        == 403
+    )
     # clinicians do not store; only admins delete
     assert stow(s, clinician_a, td.to_bytes(td.make_ct(8))).status_code == 403
     assert requests.delete(inst, headers=clinician_a, timeout=30).status_code == 403

@@ -24,16 +24,20 @@ SHARE = "share"  # the routes of a share session (its info, its download)
 ADMIN_ROLE, CLINICIAN, PATHOLOGIST, UPLOADER, AUDITOR = (
     "admin", "clinician", "pathologist", "uploader", "auditor",
 )  # fmt: skip
-ROLES = (ADMIN_ROLE, CLINICIAN, PATHOLOGIST, UPLOADER, AUDITOR)
+# a PACS or other system archiving into vna over DICOMweb: it stores, then searches
+# and retrieves what it stored (Orthanc's DICOMweb client does all three), without
+# the administrator's DELETE and configuration rights
+PACS = "pacs"
+ROLES = (ADMIN_ROLE, CLINICIAN, PATHOLOGIST, UPLOADER, AUDITOR, PACS)
 # the role of a share link's visitor: never a user's, and limited to what was shared
 SHARE_ROLE = "share"
 # who may make share links (slides also need the SLIDES permission)
 SHARERS = frozenset({ADMIN_ROLE, CLINICIAN, PATHOLOGIST})
 
 PERMISSION_ROLES: dict[str, frozenset[str]] = {
-    READ: frozenset({ADMIN_ROLE, CLINICIAN, PATHOLOGIST}),
+    READ: frozenset({ADMIN_ROLE, CLINICIAN, PATHOLOGIST, PACS}),
     SLIDES: frozenset({ADMIN_ROLE, PATHOLOGIST}),
-    STORE: frozenset({ADMIN_ROLE, UPLOADER}),
+    STORE: frozenset({ADMIN_ROLE, UPLOADER, PACS}),
     DELETE: frozenset({ADMIN_ROLE}),
     ADMIN: frozenset({ADMIN_ROLE}),
     AUDIT: frozenset({ADMIN_ROLE, AUDITOR}),

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections import deque
 from collections.abc import Iterator
@@ -341,16 +343,31 @@ def make_tiled_tiff(
     return _cached(cache_dir, name, write)
 
 
+_DICOMIZE = """
+import sys
+from wsidicomizer import WsiDicomizer
+WsiDicomizer.convert(sys.argv[1], output_path=sys.argv[2], tile_size=None, workers=1)
+"""
+
+
 def make_dicom_wsi(cache_dir: str | os.PathLike, svs_path: str | os.PathLike) -> Path:
     """A DICOM WSI folder converted from an SVS with wsidicomizer (JPEG tiles passed through)."""
     out = Path(cache_dir) / (Path(svs_path).stem + ".dcmwsi")
     if out.is_dir() and any(out.iterdir()):
         return out
-    from wsidicomizer import WsiDicomizer  # test dependency, imported only when needed
-
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".tmp-dcm-"))
     try:
-        WsiDicomizer.convert(str(svs_path), output_path=str(tmp), tile_size=None, workers=1)
+        # In a process of its own: importing wsidicomizer switches pydicom, for the
+        # whole process, to its future behaviour and strict validation (module-level
+        # config.future_behavior()), and every pydicom use after it in a test run
+        # failed (Dataset.pixel_array, writing an invalid UID on purpose).
+        done = subprocess.run(
+            [sys.executable, "-c", _DICOMIZE, str(svs_path), str(tmp)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"wsidicomizer failed on {svs_path}: {done.stderr[-2000:]}")
         if not (out.is_dir() and any(out.iterdir())):  # another process may have won the race
             shutil.rmtree(out, ignore_errors=True)
             os.replace(tmp, out)

@@ -185,6 +185,12 @@ def main() -> None:
         ms = cpu / len(files) * 1000
         print(f"{name:<10}{rate[name]:>10.0f}{mb / secs:>8.1f}{cpu:>14.1f}{ms:>13.2f}")
     print(f"ratio vna / orthanc: {rate['vna'] / rate['orthanc']:.2f}x (goal >= 2x)")
+    # each run of vna against the Orthanc run just before it: the machine's speed
+    # drifts by a quarter within minutes, and adjacent runs share most of it
+    pairs = [o / v for (o, _), (v, _) in zip(results["orthanc"], results["vna"], strict=True)]
+    print(
+        "run by run: " + ", ".join(f"{r:.2f}x" for r in pairs) + f" (median {median(pairs):.2f}x)"
+    )
     if "floor" in rate:
         print(
             f"aiohttp floor / orthanc: {rate['floor'] / rate['orthanc']:.2f}x; "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from pydicom.uid import JPEGLSLossless
 
 from tests.fixtures_dimse import dataset_part
 from tests.fixtures_orthanc import OrthancPeer, start_orthanc
@@ -78,7 +79,11 @@ def test_orthanc_pushes_a_study_into_vna(archive: LiveServer, pacs: OrthancPeer)
 
 
 def test_orthanc_searches_and_pulls_from_vna(archive: LiveServer, pacs: OrthancPeer) -> None:
-    study = [td.make_ct(32, index=i, count=2) for i in range(2)]
+    # one as stored by a modality that compresses: it must come back as it is
+    study = [
+        td.make_ct(32, index=0, count=2),
+        td.compressed(td.make_ct(32, index=1, count=2), JPEGLSLossless),
+    ]
     r = requests.post(
         archive.dicomweb + "/studies",
         data=stow_body([td.to_bytes(ds) for ds in study]),

@@ -1,5 +1,5 @@
 """`vna serve` killed with SIGKILL in the middle of STOW-RS and C-STORE traffic, then
-started again on the same archive, as after an out-of-memory kill or a crash: every
+started again on the same archive (on the filesystem, and on S3), as after an out-of-memory kill or a crash: every
 store it had acknowledged is there byte for byte, no index row names a missing or
 damaged blob (`vna fsck`), and what it had not acknowledged goes in when sent again.
 
@@ -18,13 +18,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import requests
 from pydicom import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
 from tests.fixtures_dimse import dataset_part
-from tests.fixtures_server import STOW_TYPE, free_port, stop_process, stow_body
+from tests.fixtures_server import (
+    BACKENDS,
+    STOW_TYPE,
+    free_port,
+    stop_process,
+    storage_for,
+    stow_body,
+)
 from vna.testdata import dicom as td
 
 VNA = str(Path(sys.executable).parent / "vna")
@@ -33,8 +41,8 @@ SERIES, PER_SERIES = 40, 20  # 800 instances: several times what is stored befor
 
 
 @contextmanager
-def serve(data: Path, http: int, dimse: int) -> Iterator[subprocess.Popen]:
-    cmd = [VNA, "serve", "--dev", "--data", str(data)]
+def serve(data: Path, storage: str, http: int, dimse: int) -> Iterator[subprocess.Popen]:
+    cmd = [VNA, "serve", "--dev", "--data", str(data), *(["--storage", storage] if storage else [])]
     cmd += ["--http", f"127.0.0.1:{http}", "--dimse", f"127.0.0.1:{dimse}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -108,7 +116,13 @@ class Senders:
             t.join(120)
 
 
-def test_sigkill_during_stores_loses_nothing_acknowledged(tmp_path: Path) -> None:
+@pytest.fixture(params=BACKENDS)
+def storage(request: pytest.FixtureRequest) -> str:
+    """ "" (the filesystem), then a fresh bucket on the test SeaweedFS."""
+    return storage_for(request)
+
+
+def test_sigkill_during_stores_loses_nothing_acknowledged(tmp_path: Path, storage: str) -> None:
     datasets = [
         td.make_ct(700 + n // PER_SERIES, index=n % PER_SERIES, count=PER_SERIES)
         for n in range(SERIES * PER_SERIES)
@@ -116,7 +130,7 @@ def test_sigkill_during_stores_loses_nothing_acknowledged(tmp_path: Path) -> Non
     parts = {ds.SOPInstanceUID: td.to_bytes(ds) for ds in datasets}
     data, http, dimse = tmp_path / "data", free_port(), free_port()
 
-    with serve(data, http, dimse) as proc:
+    with serve(data, storage, http, dimse) as proc:
         senders = Senders(parts, datasets, http, dimse)
         senders.start()
         over_dimse = {ds.SOPInstanceUID for ds in datasets[2::3]}
@@ -133,7 +147,7 @@ def test_sigkill_during_stores_loses_nothing_acknowledged(tmp_path: Path) -> Non
     assert len(acked & over_dimse) >= 20 and len(acked - over_dimse) >= 120
     assert len(acked) < len(parts), "the kill came after every store"
 
-    with serve(data, http, dimse):
+    with serve(data, storage, http, dimse):
         base = f"http://127.0.0.1:{http}/dicom-web"
         by_sop = {ds.SOPInstanceUID: ds for ds in datasets}
         for sop in sorted(acked):
@@ -156,7 +170,10 @@ def test_sigkill_during_stores_loses_nothing_acknowledged(tmp_path: Path) -> Non
         assert sorted(i["00080018"]["Value"][0] for i in found) == sorted(parts)
 
     fsck = subprocess.run(
-        [VNA, "fsck", "--data", str(data)], capture_output=True, text=True, timeout=300
+        [VNA, "fsck", "--data", str(data), *(["--storage", storage] if storage else [])],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
     assert f"checked {len(parts)}, missing 0, corrupt 0" in fsck.stdout

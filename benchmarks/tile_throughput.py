@@ -114,20 +114,6 @@ def tree_cpu(pid: int) -> float:
     return total / CLK
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
-        try:
-            if requests.get(url, timeout=5).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"no answer from {url}")
-
-
 def vna_cmd(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from vna.cli import main; sys.exit(main())", *args]
 
@@ -242,7 +228,7 @@ def vna_target(
     )
     url = dzi_url(slide.vna_id, slide.width, slide.height)
     try:
-        wait_http(f"http://127.0.0.1:{port}{url(0, 0, 0)}", proc)
+        peers.wait_http(f"http://127.0.0.1:{port}{url(0, 0, 0)}", proc)
         peers.wait_listeners(port, workers, proc)  # every worker bound, then a second to settle
         yield Target(name, f"http://127.0.0.1:{port}", proc.pid, url)
     finally:
@@ -396,7 +382,7 @@ def script_target(
     cmd = [sys.executable, str(script), *args, str(port), LOOP[0]]
     proc = subprocess.Popen(cmd, stdout=log, stderr=log)
     try:
-        wait_http(f"http://127.0.0.1:{port}{url(0, 0, 0)}", proc)
+        peers.wait_http(f"http://127.0.0.1:{port}{url(0, 0, 0)}", proc)
         yield Target(name, f"http://127.0.0.1:{port}", proc.pid, url)
     finally:
         stop(proc)
@@ -455,7 +441,7 @@ def orthanc_target(slide: Slide, cache: Path, work: Path) -> Iterator[Target]:
     proc = subprocess.Popen([exe, str(cfg)], stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{base}/system", proc)
+        peers.wait_http(f"{base}/system", proc)
         if fresh or not requests.get(f"{base}/series", timeout=30).json():
             folder = make_dicom_wsi(cache, slide.svs)
             for f in sorted(folder.iterdir()):
@@ -468,7 +454,7 @@ def orthanc_target(slide: Slide, cache: Path, work: Path) -> Iterator[Target]:
         def url(k: int, c: int, r: int) -> str:
             return f"/wsi/tiles/{series}/{levels.index(float(1 << k))}/{c}/{r}"
 
-        wait_http(base + url(0, 0, 0), proc)
+        peers.wait_http(base + url(0, 0, 0), proc)
         yield Target("orthanc-wsi", base, proc.pid, url)
     finally:
         stop(proc)

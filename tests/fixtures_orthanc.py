@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures_server import free_port, stop_process
+from tests.fixtures_server import free_port, stop_process, wait_http
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 ORTHANC_PLUGINS = "/usr/share/orthanc/plugins"
@@ -33,19 +31,6 @@ class OrthancPeer:
     ae_title: str
     process: subprocess.Popen
     data_dir: Path
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"Orthanc exited with status {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"Orthanc did not answer at {url} within {timeout}s")
 
 
 @contextmanager
@@ -84,7 +69,7 @@ def start_orthanc(
     with open(data_dir / "orthanc.log", "w") as log:
         proc = subprocess.Popen([ORTHANC, str(data_dir / "orthanc.json")], stdout=log, stderr=log)
     try:
-        _wait_ready(f"http://127.0.0.1:{http}/system", proc)
+        wait_http(f"http://127.0.0.1:{http}/system", proc)
         yield OrthancPeer(
             http=f"http://127.0.0.1:{http}",
             dicomweb=f"http://127.0.0.1:{http}/dicom-web",

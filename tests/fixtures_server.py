@@ -10,6 +10,8 @@ import asyncio
 import socket
 import subprocess
 import threading
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +38,21 @@ def listeners(port: int) -> int:
         if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
             count += 1
     return count
+
+
+def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
+    """Until ``url`` answers with success; RuntimeError if ``proc`` (the server
+    started for it) exits first, or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            return
+        except OSError:  # refused, reset, an error status (HTTPError), a timeout
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:

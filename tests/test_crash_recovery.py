@@ -32,6 +32,7 @@ from tests.fixtures_server import (
     stop_process,
     storage_for,
     stow_body,
+    wait_http,
 )
 from vna.testdata import dicom as td
 
@@ -46,14 +47,7 @@ def serve(data: Path, storage: str, http: int, dimse: int) -> Iterator[subproces
     cmd += ["--http", f"127.0.0.1:{http}", "--dimse", f"127.0.0.1:{dimse}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"http://127.0.0.1:{http}/healthz", timeout=2)
-                break
-            except requests.RequestException:
-                assert proc.poll() is None and time.monotonic() < deadline, "vna did not start"
-                time.sleep(0.1)
+        wait_http(f"http://127.0.0.1:{http}/healthz", proc)
         yield proc
     finally:
         if proc.poll() is None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from aiohttp import web
 
 from vna.app import create_app
@@ -140,6 +141,20 @@ def stow_body(parts: list[bytes], *, closed: bool = True) -> bytes:
         for p in parts
     )
     return body + f"--{STOW_BOUNDARY}--\r\n".encode() if closed else body
+
+
+# WADO-RS: the stored bytes as they are (PS3.18 transfer-syntax=*)
+STORED_AS_IS = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+def single_part(resp: requests.Response) -> bytes:
+    """The body of the one part of a multipart/related answer."""
+    boundary = resp.headers["Content-Type"].split("boundary=")[1].split(";")[0].strip('"')
+    chunks = resp.content.split(b"--" + boundary.encode())
+    parts = [c for c in chunks[1:] if not c.startswith(b"--")]
+    assert len(parts) == 1
+    body = parts[0].split(b"\r\n\r\n", 1)[1]
+    return body[:-2] if body.endswith(b"\r\n") else body
 
 
 def storage_for(request: pytest.FixtureRequest) -> str:

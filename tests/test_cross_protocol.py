@@ -16,11 +16,17 @@ from pydicom import dcmread
 from pydicom.uid import JPEGLSLossless
 
 from tests.fixtures_dimse import dataset_part, dcmtk_env, free_port
-from tests.fixtures_server import BACKENDS, LiveServer, make_settings, start_server, storage_for
-from tests.test_dicomweb import _single_part, stow
+from tests.fixtures_server import (
+    BACKENDS,
+    STORED_AS_IS,
+    LiveServer,
+    make_settings,
+    single_part,
+    start_server,
+    storage_for,
+)
+from tests.test_dicomweb import stow
 from vna.testdata import dicom as td
-
-STORED_AS_IS = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -56,7 +62,7 @@ def test_c_store_then_qido_and_wado(archive: LiveServer, tmp_path: Path) -> None
             f"{archive.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
             f"/instances/{ds.SOPInstanceUID}"
         )
-        got = _single_part(requests.get(url, headers=STORED_AS_IS, timeout=30))
+        got = single_part(requests.get(url, headers={"Accept": STORED_AS_IS}, timeout=30))
         assert dataset_part(got) == dataset_part(path.read_bytes())
 
 

@@ -14,7 +14,14 @@ from PIL import Image
 from pydicom.uid import JPEGBaseline8Bit, JPEGLSLossless
 
 import vna.dicom
-from tests.fixtures_server import STOW_TYPE, make_settings, start_server, stow_body
+from tests.fixtures_server import (
+    STORED_AS_IS,
+    STOW_TYPE,
+    make_settings,
+    single_part,
+    start_server,
+    stow_body,
+)
 from vna.testdata import dicom as td
 
 
@@ -71,12 +78,12 @@ def test_stow_qido_wado_round_trip(vna_server, tmp_path):
         assert got.SOPInstanceUID == ds.SOPInstanceUID
         raw = requests.get(
             url,
-            headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+            headers={"Accept": STORED_AS_IS},
             timeout=30,
         )
         assert raw.status_code == 200
         # the dataset comes back unchanged, byte for byte
-        assert dataset_bytes(_single_part(raw), tmp_path) == dataset_bytes(sent, tmp_path)
+        assert dataset_bytes(single_part(raw), tmp_path) == dataset_bytes(sent, tmp_path)
 
 
 def test_metadata_round_trip(vna_server):
@@ -144,16 +151,16 @@ def test_compressed_default_is_explicit_le_and_star_is_stored(vna_server):
     default = requests.get(url, timeout=30)
     assert default.status_code == 200
     assert "transfer-syntax=1.2.840.10008.1.2.1" in default.text[:400]
-    part = _single_part(default)
+    part = single_part(default)
     ds = pydicom.dcmread(io.BytesIO(part))
     assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert np.array_equal(ds.pixel_array, ct.pixel_array)  # lossless: same pixels
     stored = requests.get(
         url,
-        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+        headers={"Accept": STORED_AS_IS},
         timeout=30,
     )
-    assert _single_part(stored) == sent
+    assert single_part(stored) == sent
     # frames: stored codestream as-is when asked with transfer-syntax=*
     fr = requests.get(
         url + "/frames/1",
@@ -167,16 +174,6 @@ def test_compressed_default_is_explicit_le_and_star_is_stored(vna_server):
         url + "/frames/1", headers={"Accept": 'multipart/related; type="video/mpeg"'}, timeout=30
     )
     assert bad.status_code == 406
-
-
-def _single_part(resp: requests.Response) -> bytes:
-    ctype = resp.headers["Content-Type"]
-    boundary = ctype.split("boundary=")[1].split(";")[0].strip('"')
-    chunks = resp.content.split(b"--" + boundary.encode())
-    parts = [c for c in chunks[1:] if not c.startswith(b"--")]
-    assert len(parts) == 1
-    body = parts[0].split(b"\r\n\r\n", 1)[1]
-    return body[:-2] if body.endswith(b"\r\n") else body
 
 
 def test_rendered_and_thumbnail_and_wado_uri(fs_server):
@@ -290,10 +287,10 @@ def test_duplicates_and_superseded_versions(fs_server):
     url = f"{fs_server.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     got = requests.get(
         url,
-        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+        headers={"Accept": STORED_AS_IS},
         timeout=30,
     )
-    assert _single_part(got) == td.to_bytes(ds)
+    assert single_part(got) == td.to_bytes(ds)
     # what the Python client hands its caller carries the warning too
     edited = td.with_value(ds, "SeriesDescription", "edited again")
     answer = client(fs_server).store_instances([edited])

@@ -18,12 +18,18 @@ from pydicom.uid import JPEGLSLossless
 
 from tests.fixtures_dimse import dataset_part
 from tests.fixtures_orthanc import OrthancPeer, start_orthanc
-from tests.fixtures_server import STOW_TYPE, LiveServer, make_settings, start_server, stow_body
+from tests.fixtures_server import (
+    STORED_AS_IS,
+    STOW_TYPE,
+    LiveServer,
+    make_settings,
+    single_part,
+    start_server,
+    stow_body,
+)
 from vna.auth.credentials import new_api_key
 from vna.keys import INDEX
 from vna.testdata import dicom as td
-
-TS_ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
 @pytest.fixture
@@ -48,13 +54,6 @@ def _admin(archive: LiveServer) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def _single_part(resp: requests.Response) -> bytes:
-    """The one part of a multipart/related answer, by its boundary."""
-    boundary = resp.headers["Content-Type"].split("boundary=")[1].split(";")[0].strip('"')
-    part = resp.content.split(f"--{boundary}".encode())[1]
-    return part.split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n", 1)[0]
-
-
 def test_orthanc_pushes_a_study_into_vna(archive: LiveServer, pacs: OrthancPeer) -> None:
     study = [td.make_ct(31, index=i, count=3) for i in range(3)]
     for ds in study:
@@ -73,9 +72,9 @@ def test_orthanc_pushes_a_study_into_vna(archive: LiveServer, pacs: OrthancPeer)
             f"{archive.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
             f"/instances/{ds.SOPInstanceUID}"
         )
-        got = requests.get(url, headers={**admin, "Accept": TS_ANY}, timeout=60)
+        got = requests.get(url, headers={**admin, "Accept": STORED_AS_IS}, timeout=60)
         assert got.status_code == 200
-        assert dataset_part(_single_part(got)) == dataset_part(td.to_bytes(ds))
+        assert dataset_part(single_part(got)) == dataset_part(td.to_bytes(ds))
 
 
 def test_orthanc_searches_and_pulls_from_vna(archive: LiveServer, pacs: OrthancPeer) -> None:

@@ -79,12 +79,14 @@ async def part_chunks(part: BodyPartReader, size: int = 1 << 20) -> AsyncIterato
 DICOM_JSON = "application/dicom+json"
 
 
-def dicom_json(text: str, *, status: int = 200) -> web.Response:
+def dicom_json(body: str | bytes, *, status: int = 200) -> web.Response:
     """A DICOM JSON answer, ``Content-Type: application/dicom+json`` exactly: the
     type is UTF-8 by definition and takes no charset parameter, and clients compare
     it whole (dicomweb-client's ``store_instances`` read vna's STOW-RS answer, sent
-    with aiohttp's ``; charset=utf-8``, as no answer at all)."""
-    return web.Response(status=status, body=text.encode(), content_type=DICOM_JSON)
+    with aiohttp's ``; charset=utf-8``, as no answer at all).  A large answer comes
+    as bytes, encoded where it was made, off the event loop."""
+    data = body.encode() if isinstance(body, str) else body
+    return web.Response(status=status, body=data, content_type=DICOM_JSON)
 
 
 def error_body(status: int, message: str, reason: int | None = None) -> web.Response:

@@ -81,6 +81,10 @@ def parse_query(level: Level, params: MultiMapping[str], path: dict[str, str]) -
     return query
 
 
+def _encoded(items: list[dict]) -> bytes:
+    return json.dumps(items).encode()
+
+
 def _search(level: Level, path_keys: dict[str, str]):
     async def handler(request: web.Request) -> web.Response:
         path = {kw: request.match_info[name] for name, kw in path_keys.items()}
@@ -88,8 +92,7 @@ def _search(level: Level, path_keys: dict[str, str]):
         query.sites = scope_sites(request)  # a caller sees only its granted sites
         result = await request.app[ARCHIVE].find(query)
         # up to thousands of results: encode off the event loop
-        text = await request.app[ARCHIVE].run(json.dumps, result.items)
-        resp = dicom_json(text)
+        resp = dicom_json(await request.app[ARCHIVE].run(_encoded, result.items))
         if result.warnings:
             resp.headers["Warning"] = ", ".join(
                 f'299 vna "{w.replace(chr(34), chr(39))}"' for w in result.warnings

@@ -82,7 +82,7 @@ def instance_url(origin: str, base: str, rec: InstanceRecord) -> str:
     )
 
 
-def metadata_body(recs: list[InstanceRecord], origin: str, base: str) -> str:
+def metadata_body(recs: list[InstanceRecord], origin: str, base: str) -> bytes:
     """The JSON array of the instances' metadata, with the index's relative
     BulkDataURIs made absolute for this request."""
     texts = (
@@ -92,7 +92,7 @@ def metadata_body(recs: list[InstanceRecord], origin: str, base: str) -> str:
         )
         for rec in recs
     )
-    return "[" + ",".join(texts) + "]"
+    return ("[" + ",".join(texts) + "]").encode()
 
 
 async def metadata(request: web.Request) -> web.Response:

@@ -139,9 +139,9 @@ async def _records(request: web.Request, view: DeidView) -> list[InstanceRecord]
     return recs
 
 
-def _deid_metadata(view: DeidView, recs: list[InstanceRecord], origin: str, base: str) -> str:
+def _deid_metadata(view: DeidView, recs: list[InstanceRecord], origin: str, base: str) -> bytes:
     docs = json.loads(metadata_body(recs, origin, base))
-    return json.dumps([view.deid.json(doc) for doc in docs])
+    return json.dumps([view.deid.json(doc) for doc in docs]).encode()
 
 
 async def metadata(request: web.Request, view: DeidView) -> web.Response:
@@ -171,17 +171,17 @@ async def _then(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes
         yield chunk
 
 
-def _deid_rows(view: DeidView, text: str) -> str:
-    rows = json.loads(text)
+def _deid_rows(view: DeidView, found: bytes) -> bytes:
+    rows = json.loads(found)
     kept = [r for r in rows if r.get("00080018", {}).get("Value", [None])[0] not in view.refused]
-    return json.dumps([view.deid.json(r) for r in kept])
+    return json.dumps([view.deid.json(r) for r in kept]).encode()
 
 
 async def qido(request: web.Request, view: DeidView, handler: Handler) -> web.StreamResponse:
     resp = await handler(request)
-    if resp.status != 200 or not isinstance(resp, web.Response) or resp.text is None:
+    if resp.status != 200 or not isinstance(resp, web.Response) or resp.body is None:
         return resp
-    body = await request.app[ARCHIVE].run(_deid_rows, view, resp.text)
+    body = await request.app[ARCHIVE].run(_deid_rows, view, resp.body)
     return dicom_json(body)
 
 

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.fixtures_orthanc import start_orthanc  # noqa: E402
-from tests.fixtures_server import listeners, wait_http  # noqa: E402
+from tests.fixtures_server import wait_http  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -27,17 +26,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_listeners(port: int, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    """Until ``n`` processes listen: a run started before the extra workers are up
-    would measure one process, and charge their start-up to the run's CPU."""
-    deadline = time.monotonic() + timeout
-    while listeners(port) < n:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{n} workers did not all listen on port {port}")
-        time.sleep(0.2)
-    time.sleep(1)  # past binding, a worker finishes opening the archive
 
 
 @dataclass
@@ -105,9 +93,8 @@ def vna(
     with open(tmp / "vna.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, **(env or {})})
     try:
+        # with --workers, vna answers once every process serves (vna.dispatch)
         wait_http(f"http://127.0.0.1:{http}/healthz")
-        if "--workers" in args:
-            wait_listeners(http, int(args[args.index("--workers") + 1]), proc)
         yield Peer(
             "vna",
             f"http://127.0.0.1:{http}",

@@ -229,7 +229,6 @@ def vna_target(
     url = dzi_url(slide.vna_id, slide.width, slide.height)
     try:
         peers.wait_http(f"http://127.0.0.1:{port}{url(0, 0, 0)}", proc)
-        peers.wait_listeners(port, workers, proc)  # every worker bound, then a second to settle
         yield Target(name, f"http://127.0.0.1:{port}", proc.pid, url)
     finally:
         stop(proc)

@@ -7,12 +7,15 @@ The server runs its own event loop in a thread, so synchronous clients
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import socket
 import subprocess
 import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +34,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def listeners(port: int) -> int:
-    """Sockets listening on the port (one per process with SO_REUSEPORT)."""
-    count = 0
+def connections_by_pid(port: int, pids: list[int]) -> Counter[int]:
+    """How many established TCP connections on local ``port`` each of ``pids``
+    holds (Linux: socket inodes in /proc/net/tcp, matched to each process's fds)."""
+    inodes = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
-            count += 1
-    return count
+        if fields[3] == "01" and int(fields[1].split(":")[1], 16) == port:
+            inodes.add(fields[9])
+    held: Counter[int] = Counter()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    held[pid] += 1
+    return held
 
 
 def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:

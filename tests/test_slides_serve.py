@@ -3,6 +3,7 @@ served by the extra processes of ``--workers``."""
 
 from __future__ import annotations
 
+import http.client
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures_server import free_port, listeners, stop_process
+from tests.fixtures_server import connections_by_pid, free_port, stop_process
 from vna.testdata.slides import default_cache_dir, make_svs
 
 ROOT = str(Path(__file__).resolve().parent.parent)
@@ -83,24 +84,39 @@ def test_serve_answers_tiles_on_its_event_loop(data, choice, loop):
     assert "_files/10/0_0.jpeg" not in text and "default.jpg" not in text
 
 
-def test_every_worker_serves_tiles(data):
-    """--workers 2: both processes listen (SO_REUSEPORT), and whichever the kernel
-    hands a new connection answers the same tile."""
+def test_workers_share_connections_evenly(data):
+    """--workers 2: the primary deals connections out in turn, so four kept-alive
+    connections (a PACS pushing on four, a viewer's tile requests) are served two
+    by each process, whatever the kernel would have hashed, and both answer the
+    same tile."""
     folder, slide_id = data
     proc, url, log = serve(folder, "--workers", "2")
+    conns: list[http.client.HTTPConnection] = []
     try:
-        port = int(url.rsplit(":", 1)[1])
-        deadline = time.monotonic() + 60
-        while listeners(port) < 2:  # the second process has bound the port too
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        tile = f"{url}/slides/{slide_id}_files/10/1_0.jpeg"
+        host, port = url.removeprefix("http://").split(":")
+        tile = f"/slides/{slide_id}_files/10/1_0.jpeg"
         answers = set()
-        for _ in range(40):  # new connections each time: both processes get some
-            resp = requests.get(tile, headers={"Connection": "close"}, timeout=30)
-            assert resp.status_code == 200
-            answers.add(resp.content)
+        for _ in range(4):
+            conn = http.client.HTTPConnection(host, int(port), timeout=30)
+            conn.request("GET", tile)
+            resp = conn.getresponse()
+            assert resp.status == 200, log.read_text()
+            answers.add(resp.read())
+            conns.append(conn)
         assert len(answers) == 1
-        assert listeners(port) == 2  # neither process fell over
+        pids = [proc.pid, *worker_pids(proc.pid)]
+        assert len(pids) == 2
+        held = connections_by_pid(int(port), pids)
+        assert sorted(held.values()) == [2, 2], held
     finally:
+        for conn in conns:
+            conn.close()
         stop_process(proc)
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The serving processes ``vna serve`` spawned (not multiprocessing's helper)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in children if "resource_tracker" not in Path(f"/proc/{c}/cmdline").read_text()]

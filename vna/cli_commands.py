@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import shutil
+import socket
 import sys
 from collections import Counter
 from pathlib import Path
@@ -147,26 +148,25 @@ def _serving_app(settings: Settings, *, primary: bool) -> web.Application:
     return app
 
 
-def _serve_worker(settings: Settings, loop: str = "auto") -> None:
-    """An extra HTTP-only serving process of ``--workers N``."""
-    from aiohttp import web
+def _serve_worker(settings: Settings, loop: str, channel: socket.socket, level: int) -> None:
+    """An extra HTTP-only serving process of ``--workers N``: it serves the
+    connections the primary passes it over ``channel`` (see ``vna.dispatch``),
+    and logs (access lines included) as the primary does."""
+    from vna.cli import LOG_FORMAT
+    from vna.dispatch import ReceiveSite, run_sites
 
-    host, port = settings.http_host_port
-    web.run_app(
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    ssl_context = tls_context(settings)
+    run_sites(
         _serving_app(settings, primary=False),
-        host=host,
-        port=port,
-        reuse_port=True,
-        ssl_context=tls_context(settings),
-        access_log_class=TileQuietAccessLogger,
-        print=None,
+        lambda runner: [ReceiveSite(runner, channel, ssl_context)],
         loop=event_loop(loop),
+        access_log_class=TileQuietAccessLogger,
     )
 
 
 @command("serve")
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-    import multiprocessing
 
     from aiohttp import web
 
@@ -175,30 +175,58 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     settings.tls_key = args.tls_key or settings.tls_key
     if settings.dev:
         print("WARNING: development mode: authentication is off", file=sys.stderr)
-    # several processes on one port (SO_REUSEPORT): the kernel spreads connections,
-    # past what one event loop can serve
-    ctx = multiprocessing.get_context("spawn")
     choice = getattr(args, "loop", "auto")
     loop = event_loop(choice)
     log.info("event loop: %s", type(loop).__module__.split(".")[0])
-    extra = [
-        ctx.Process(target=_serve_worker, args=(settings, choice), daemon=True)
-        for _ in range(settings.workers - 1)
-    ]
-    for proc in extra:
-        proc.start()
-    try:
+    if settings.workers <= 1:
         web.run_app(
             _serving_app(settings, primary=True),
             host=host,
             port=port,
-            reuse_port=bool(extra),
             ssl_context=tls_context(settings),
             # a line per tile would double the tile server's CPU; the audit trail
             # records tile reads once per viewer and slide anyway
             access_log_class=TileQuietAccessLogger,
             print=lambda m: print(m, flush=True),
             loop=loop,
+        )
+        return 0
+    _serve_many(settings, host, port, choice, loop)
+    return 0
+
+
+def _serve_many(
+    settings: Settings, host: str, port: int, choice: str, loop: asyncio.AbstractEventLoop
+) -> None:
+    """``--workers N``: this process accepts every connection and deals them out in
+    turn to itself and N - 1 spawned HTTP-only processes (``vna.dispatch``)."""
+    import multiprocessing
+
+    from vna.dispatch import AcceptSite, make_listener, run_sites
+
+    listener = make_listener(host, port)
+    pairs = [socket.socketpair() for _ in range(settings.workers - 1)]
+    ctx = multiprocessing.get_context("spawn")
+    extra = [
+        ctx.Process(
+            target=_serve_worker,
+            args=(settings, choice, theirs, logging.getLogger().level),
+            daemon=True,
+        )
+        for _, theirs in pairs
+    ]
+    for proc in extra:
+        proc.start()
+    for _, theirs in pairs:
+        theirs.close()  # the worker has its copy
+    ssl_context = tls_context(settings)
+    try:
+        run_sites(
+            _serving_app(settings, primary=True),
+            lambda runner: [AcceptSite(runner, listener, [ours for ours, _ in pairs], ssl_context)],
+            loop=loop,
+            access_log_class=TileQuietAccessLogger,
+            print_fn=lambda m: print(m, flush=True),
         )
     finally:
         for proc in extra:

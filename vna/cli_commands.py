@@ -167,7 +167,6 @@ def _serve_worker(settings: Settings, loop: str, channel: socket.socket, level: 
 
 @command("serve")
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-
     from aiohttp import web
 
     host, port = settings.http_host_port

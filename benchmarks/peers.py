@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.fixtures_orthanc import start_orthanc  # noqa: E402
-from tests.fixtures_server import wait_http  # noqa: E402
+from tests.fixtures_server import child_pids, wait_http  # noqa: E402,F401 -- re-exported
 
 VENV_BIN = Path(sys.executable).parent
 

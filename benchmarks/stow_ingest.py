@@ -37,7 +37,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import Peer, free_port, median, orthanc, stop, vna, wait_http  # noqa: E402
+from peers import Peer, child_pids, free_port, median, orthanc, stop, vna, wait_http  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "stow"
 
@@ -130,10 +130,7 @@ async def post_all(url: str, files: list[bytes], batch: int, concurrency: int) -
 
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and its children (``--workers`` processes)."""
-    total = 0.0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            total += tree_cpu_seconds(int(child))
+    total = sum(map(tree_cpu_seconds, child_pids(pid)))
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return total + (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 

@@ -34,6 +34,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux /proc), e.g. ``vna serve --workers``'."""
+    return [
+        int(c)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for c in (task / "children").read_text().split()
+    ]
+
+
 def connections_by_pid(port: int, pids: list[int]) -> Counter[int]:
     """How many established TCP connections on local ``port`` each of ``pids``
     holds (Linux: socket inodes in /proc/net/tcp, matched to each process's fds)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures_server import connections_by_pid, free_port, stop_process
+from tests.fixtures_server import child_pids, connections_by_pid, free_port, stop_process
 from vna.testdata.slides import default_cache_dir, make_svs
 
 ROOT = str(Path(__file__).resolve().parent.parent)
@@ -116,7 +116,8 @@ def test_workers_share_connections_evenly(data):
 
 def worker_pids(pid: int) -> list[int]:
     """The serving processes ``vna serve`` spawned (not multiprocessing's helper)."""
-    children = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(c) for c in (task / "children").read_text().split()]
-    return [c for c in children if "resource_tracker" not in Path(f"/proc/{c}/cmdline").read_text()]
+    return [
+        c
+        for c in child_pids(pid)
+        if "resource_tracker" not in Path(f"/proc/{c}/cmdline").read_text()
+    ]

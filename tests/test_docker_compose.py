@@ -117,7 +117,8 @@ def test_the_image_runs_vna_serve_on_its_volume_and_ports(dockerfile, image_env)
 
 @pytest.mark.s3
 def test_compose_wires_minio_bucket_credentials_and_volume(s3_server, image_env):
-    services = compose_for(s3_server)["services"]
+    compose = compose_for(s3_server)
+    services = compose["services"]
     vna, init, minio = services["vna"], services["minio-init"], services["minio"]
     env = vna["environment"]
     storage = urlsplit(env["VNA_STORAGE"])
@@ -133,7 +134,7 @@ def test_compose_wires_minio_bucket_credentials_and_volume(s3_server, image_env)
     # the index lives on the data volume, so it survives the container
     (mount,) = vna["volumes"]
     volume, target = mount.split(":")
-    assert volume in compose_for(s3_server)["volumes"] and target == image_env["VNA_DATA"]
+    assert volume in compose["volumes"] and target == image_env["VNA_DATA"]
     assert sqlite_path(env["VNA_INDEX"]).is_relative_to(target)
     published = {p.split(":")[1] for p in vna["ports"]}
     assert published == {image_env[v].rsplit(":", 1)[1] for v in ("VNA_HTTP", "VNA_DIMSE")}

@@ -193,3 +193,39 @@ async def test_a_blob_written_by_another_process_is_kept_and_described(tmp_path:
         assert frames == [ds.PixelData]
         report = await fsck(archive)
         assert report.checked == 1 and report.ok, report
+
+
+def _torn_copies(data: bytes) -> dict[str, bytes]:
+    """What a crash between naming a blob and flushing it can leave at the name
+    (ext4 or XFS after a power cut): nothing, the head only, or the right length
+    with blocks never written, read back as zeros (here: the pixel data)."""
+    pixels = len(data) - 64 * 64 * 2  # make_ct's 64 x 64 16-bit pixels end the file
+    return {
+        "empty": b"",
+        "head only": data[:4096],
+        "pixels lost": data[:pixels] + bytes(len(data) - pixels),
+    }
+
+
+async def test_a_blob_a_crash_left_partly_written_is_replaced(tmp_path: Path) -> None:
+    """The batched path names blobs before its one barrier (one flush a batch), so
+    a crash can leave a name whose data is partly lost, and no row.  Storing that
+    instance again must not keep those bytes: they do not parse as the dataset
+    the key names, and the new copy takes their place."""
+    async for archive in _open(tmp_path):
+        for n, kind in enumerate(("empty", "head only", "pixels lost")):
+            ds = td.make_ct(seed=91 + n)
+            data = td.to_bytes(ds)
+            spooled = tmp_path / f"{n}.dcm"
+            spooled.write_bytes(data)
+            key = blob_key(parse_part10(str(spooled)))
+            await archive.store.put(key, _torn_copies(data)[kind])  # the crash's remains
+
+            [result] = await archive.store_batch([data])
+            assert result.ok and result.outcome is AddOutcome.STORED, (kind, result.error)
+            rec = await archive.index.get(ds.SOPInstanceUID)
+            assert await archive.read_instance(rec) == data, kind
+            assert await archive.read_frames(rec, [1]) == [ds.PixelData], kind
+        report = await fsck(archive)
+        assert report.checked == 3 and report.ok, report
+        assert list(archive.tmp_dir.iterdir()) == []  # no spool file left behind

@@ -1,10 +1,14 @@
-"""``FileStore.put_files_blocking``: many spool files moved in under one barrier
-pair, each answered alone; files on another filesystem are copied instead."""
+"""``FileStore.put_files_blocking``: many spool files moved in under one barrier,
+each answered alone; files on another filesystem are copied instead.  A key
+already taken keeps its blob and leaves the spool file to the caller, who may
+mend the blob with ``replace_blocking``."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -69,3 +73,50 @@ async def test_files_on_another_filesystem_are_copied(tmp_path: Path) -> None:
         for p in other.iterdir():
             p.unlink()
         other.rmdir()
+
+
+async def test_a_taken_key_keeps_its_blob_and_leaves_the_spool_file(tmp_path: Path) -> None:
+    store = FileStore(str(tmp_path / "blobs"))
+    await store.open()
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (first, data), (second, _) = _spool(spool, 2)
+    store.put_files_blocking([("k/x.dcm", first)])
+    (answer,) = store.put_files_blocking([("k/x.dcm", second)])
+    assert isinstance(answer, BlobInfo) and answer.existed and answer.size == len(data)
+    assert await store.get("k/x.dcm") == data
+    assert [p.name for p in spool.iterdir()] == ["part1"]  # the caller's to check and use
+    await store.close()
+
+
+async def test_replace_blocking_mends_a_refused_blob_once(tmp_path: Path) -> None:
+    """Threads standing for processes mend one key at once: one moves its file in,
+    and every other finds that file, accepts it, and keeps its own."""
+    store = FileStore(str(tmp_path / "blobs"))
+    await store.open()
+    await store.put("k/x.dcm", b"torn")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    files = _spool(spool, 6)
+    inside = threading.Lock()
+    overlaps = []
+
+    def keep(path: str) -> bool:  # slow, so the threads would overlap without the lock
+        if not inside.acquire(blocking=False):
+            overlaps.append(path)
+            inside.acquire()
+        try:
+            threading.Event().wait(0.02)
+            return Path(path).read_bytes() != b"torn"
+        finally:
+            inside.release()
+
+    with ThreadPoolExecutor(len(files)) as pool:
+        infos = list(pool.map(lambda f: store.replace_blocking("k/x.dcm", f[0], keep), files))
+    assert overlaps == []
+    moved = [i for i, info in enumerate(infos) if not info.existed]
+    assert len(moved) == 1
+    assert await store.get("k/x.dcm") == files[moved[0]][1]
+    left = sorted(p.name for p in spool.iterdir())
+    assert left == sorted(f"part{i}" for i in range(len(files)) if i not in moved)
+    await store.close()

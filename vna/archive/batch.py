@@ -1,5 +1,5 @@
-"""The batched store path: many instances in one thread, one barrier pair, one
-index transaction.
+"""The batched store path: many instances in one thread, one durability barrier,
+one index transaction.
 
 Storing one instance used to hop between the event loop and a thread at every
 step (spool, parse, look up versions, write the blob, commit the row), and the
@@ -10,9 +10,10 @@ It needs a store and an index that offer blocking entry points (the filesystem
 store and SQLite do); other backends keep the per-instance coroutine path.
 
 The guarantees are the per-instance path's, for every instance of the batch:
-- every blob is durable (one shared barrier for the data, one for the names)
-  before any index row pointing at it is committed, and both before the caller
-  is answered;
+- every blob is durable (one shared barrier for the data and the names: see
+  ``FileStore.put_files_blocking``) before any index row pointing at it is
+  committed, and before the caller is answered; a blob a crash left at a key,
+  named but partly written, is found and replaced (``_adopt``);
 - rows are committed in one transaction through the index's group commit, each
   in its own savepoint, so a bad instance fails alone; a crash between blob and
   row leaves an orphan blob (what ``vna fsck`` reports), never a dangling row;
@@ -27,6 +28,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -44,6 +46,8 @@ class BlockingStore(Protocol):
     """What a blob store offers for the batched path (``FileStore`` does)."""
 
     def put_files_blocking(self, items: list[tuple[str, str]]) -> list[BlobInfo | VnaError]: ...
+
+    def replace_blocking(self, key: str, src: str, keep: Callable[[str], bool]) -> BlobInfo: ...
 
     def local_path_blocking(self, key: str) -> str: ...
 
@@ -63,7 +67,7 @@ class BlockingIndex(Protocol):
 
 
 def supports_blocking(store: Any, index: Any) -> bool:
-    methods = ("put_files_blocking", "local_path_blocking", "delete_blocking")
+    methods = ("put_files_blocking", "replace_blocking", "local_path_blocking", "delete_blocking")
     return all(hasattr(store, m) for m in methods) and all(
         hasattr(index, m) for m in ("identities_blocking", "add_batch_blocking")
     )
@@ -297,21 +301,43 @@ def _write_blobs(archive: Archive, items: list[_Item]) -> None:
     for it, answer in zip(todo, answers, strict=True):
         if isinstance(answer, VnaError):
             it.result.error = answer
-            continue
-        it.written = True
-        if answer.existed:
+        elif answer.existed:
             _adopt(store, it)
+        else:
+            it.written = True
 
 
 def _adopt(store: BlockingStore, it: _Item) -> None:
-    """The key already held this dataset, written by a concurrent store in another
-    process (perhaps under another file meta) and kept: the row must describe
-    those bytes (checksum, size, frame offsets), so they are parsed."""
+    """The key already held a blob, kept, and our spool file is left.  Either a
+    concurrent store in another process wrote this dataset there (perhaps under
+    another file meta): the row must describe those bytes (checksum, size, frame
+    offsets), so they are parsed.  Or it is what a crash left of a store cut short
+    before its barrier, whose data may be partly lost: it does not parse as this
+    dataset, and our file takes its place."""
+    assert it.parsed is not None
+    identity = it.parsed.identity
+    found: list[ParsedInstance] = []
+
+    def keep(path: str) -> bool:
+        try:
+            stored = parse_part10(path)
+        except VnaError:
+            return False
+        found.append(stored)
+        return stored.identity == identity
+
     try:
-        it.parsed = parse_part10(store.local_path_blocking(it.key))
-    except (VnaError, OSError) as exc:
-        it.result.error = StorageError(f"cannot read the blob already stored: {exc}")
-        it.written = False
+        if keep(store.local_path_blocking(it.key)):
+            info = None
+        else:
+            info = store.replace_blocking(it.key, it.path, keep)
+    except VnaError as exc:
+        it.result.error = StorageError(f"cannot store over the blob already there: {exc}")
+        return
+    if info is None or info.existed:  # kept: the row describes the blob as found
+        it.parsed = found[-1]
+        unlink_quietly(it.path)
+    it.written = True
 
 
 def _commit_rows(archive: Archive, items: list[_Item], epoch: int) -> None:

@@ -4,7 +4,7 @@ Each STOW-RS request hands the archive its parts a batch at a time.  With severa
 requests at once, each batch used to take a worker thread of its own: batches of
 ten instances, each paying for its own durability barriers and index commit, and
 threads handing the GIL to each other.  Here the batches that arrive while one is
-being stored wait and then go together, in one thread hop, one pair of barriers,
+being stored wait and then go together, in one thread hop, one durability barrier,
 one index transaction.  On the STOW-RS benchmark (2000 CT instances, 4 clients
 posting 10 at a time) vna used 0.87 ms of CPU per instance before, 0.58 after.
 

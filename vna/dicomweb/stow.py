@@ -4,7 +4,7 @@ stored in batches.
 Parts are collected in memory (a part larger than ``MEMORY_PART`` is streamed
 to a spool file instead, so a 2 GB body never sits in memory) and handed to
 ``Archive.store_batch`` every ``BATCH_PARTS`` parts or ``BATCH_BYTES`` bytes:
-one thread hop, one durability barrier pair and one index transaction per
+one thread hop, one durability barrier and one index transaction per
 batch rather than per part.  Batches are stored while the next ones are being
 received, at most ``PARALLEL_BATCHES`` at a time per request, so a request
 holds at most about (PARALLEL_BATCHES + 1) x BATCH_BYTES of parts in memory.

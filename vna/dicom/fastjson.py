@@ -291,6 +291,14 @@ def _remembered(tag: int, vr: str, raw: bytes, codec: Codec) -> dict[str, Any]:
     return {"vr": vr, "Value": list(value)}
 
 
+def _in_order(found: dict[str, dict[str, Any]], ordered: bool) -> dict[str, Any]:
+    """The elements in tag order, as DICOM JSON lists them (most files are)."""
+    return found if ordered else dict(sorted(found.items()))
+
+
+_new = tuple.__new__
+
+
 def value_json(vr: str, raw: bytes, codec: Codec) -> dict[str, Any]:
     """The JSON of a non-sequence value that is not bulk data."""
     convert = _CONVERTERS.get(vr)
@@ -335,9 +343,9 @@ class FastDecoder:
         returns the JSON and the offset after them.  One long loop on purpose: it
         runs once per element, and calls cost as much as the work here."""
         buf, implicit, size = self.buf, self.implicit, len(self.buf)
-        found: dict[int, dict[str, Any]] = {}
+        found: dict[str, dict[str, Any]] = {}  # by JSON key: "GGGGEEEE" sorts as the tag
         last, ordered, text_seen = -1, True, False
-        record = self.elements.append
+        record, keys = self.elements.append, _KEYS
         while pos < end:
             if pos + 8 > size:
                 raise Unsupported("header past the end")
@@ -345,7 +353,7 @@ class FastDecoder:
             tag = g << 16 | e
             if g == 0xFFFE:
                 if tag == ITEM_DELIM and delimited:
-                    return self._keyed(found, ordered), pos + 8
+                    return _in_order(found, ordered), pos + 8
                 raise Unsupported("stray delimiter")
             if implicit:
                 (length,) = _U32(buf, pos + 4)
@@ -365,8 +373,9 @@ class FastDecoder:
             if not depth and tag in PIXEL_TAGS:
                 self.at_pixels = True
                 break  # as dcmread(stop_before_pixels=True)
+            key = keys.get(tag) or _key(tag)
             if tag <= last:
-                if tag == last or tag in found:
+                if tag == last or key in found:
                     raise Unsupported("duplicate tag")
                 ordered = False
             last = tag
@@ -385,34 +394,28 @@ class FastDecoder:
                 if pos > end:
                     raise Unsupported("value past the end")
                 if not depth:  # the walker's Element (no VR when implicit)
-                    record(Element(tag, vr_or_none, at, start, pos - 8 - start, True))
+                    record(_new(Element, (tag, vr_or_none, at, start, pos - 8 - start, True)))
                 if not skip:
-                    found[tag] = value
+                    found[key] = value
                 continue
-            if not depth:
-                record(Element(tag, vr_or_none, pos, start, length, False))
+            if not depth:  # tuple.__new__: a NamedTuple's own __new__ is a Python call
+                record(_new(Element, (tag, vr_or_none, pos, start, length, False)))
             pos = start + length
             if pos > end:
                 raise Unsupported("value past the end")
             if skip:
                 continue
             if vr == "SQ":
-                found[tag] = self._sequence(tag, start, pos, path, codec, depth)
+                found[key] = self._sequence(tag, start, pos, path, codec, depth)
             elif length > self.threshold and vr in BULK_VRS:
-                found[tag] = self._bulk(tag, vr, path)
+                found[key] = self._bulk(tag, vr, path)
             elif length <= MEMO_BYTES:
-                found[tag] = _remembered(tag, vr, buf[start:pos], codec)
+                found[key] = _remembered(tag, vr, buf[start:pos], codec)
             else:
-                found[tag] = value_json(vr, buf[start:pos], codec)
+                found[key] = value_json(vr, buf[start:pos], codec)
         if delimited:
             raise Unsupported("item without delimiter")
-        return self._keyed(found, ordered), pos
-
-    @staticmethod
-    def _keyed(found: dict[int, dict[str, Any]], ordered: bool) -> dict[str, Any]:
-        keys = _KEYS
-        tags = found if ordered else sorted(found)
-        return {keys.get(tag) or _key(tag): found[tag] for tag in tags}
+        return _in_order(found, ordered), pos
 
     def _bulk(self, tag: int, vr: str, path: list[str]) -> dict[str, Any]:
         return {"vr": vr, "BulkDataURI": self.prefix + "/".join([*path, _key(tag)])}

@@ -14,8 +14,10 @@ import pytest
 
 from tests.fixtures_server import BACKENDS, storage_for
 from vna.archive import Archive
+from vna.archive.instance import blob_key, key_identity
 from vna.archive.maintenance import fsck, reindex
 from vna.archive.runtime import open_archive
+from vna.dicom import parse_part10_bytes
 from vna.index.base import Query
 from vna.settings import Settings
 from vna.testdata import dicom as td
@@ -115,3 +117,27 @@ async def test_reindex_derives_existing_rows_again_from_their_blobs(
     assert (await archive.index.find(Query("series", {}, include_all=True))).items == series.items
     assert len((await archive.index.find(Query("series", {"Modality": "CT"}))).items) == 2
     assert (await archive.index.find(Query("instance", {"InstanceNumber": "0"}))).items == []
+
+
+async def test_reindex_refuses_a_blob_that_is_not_the_dataset_its_key_names(
+    archive: Archive,
+) -> None:
+    """What a crash can leave of a store on the filesystem: the blob named, its
+    pixel data never written (zeros).  It still parses, but it must not come
+    back as an instance: its key names another dataset identity."""
+    kept = await _store(archive, 85)
+    data = td.to_bytes(td.make_ct(seed=86))
+    key = blob_key(parse_part10_bytes(data))
+    pixels = len(data) - 64 * 64 * 2
+    await archive.store.put(key, data[:pixels] + bytes(len(data) - pixels))
+    report = await reindex(archive)
+    assert [k for k, _ in report.failed] == [key]
+    assert "key names" in report.failed[0][1]
+    assert await _instances(archive) == [kept]
+
+
+def test_key_identity_reads_both_key_forms() -> None:
+    identity = "0123456789abcdef" * 4
+    assert key_identity(f"dicom/1.2/1.3/1.4.{identity}.dcm") == identity
+    assert key_identity(f"dicom/1.2/1.3/1.4/{identity}.dcm") == identity  # older keys
+    assert key_identity("dicom/imported/scan.dcm") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from dataclasses import dataclass
 
@@ -13,6 +14,8 @@ from vna.errors import VnaError
 from vna.index.base import AddOutcome
 
 BLOB_PREFIX = "dicom/"
+# the identity a blob key names: {sop}.{identity}.dcm, or {sop}/{identity}.dcm (older)
+_KEY_IDENTITY = re.compile(r"[./]([0-9a-f]{64})\.dcm$")
 
 
 @dataclass(slots=True)
@@ -57,6 +60,13 @@ def blob_key(parsed: ParsedInstance) -> str:
         f"{BLOB_PREFIX}{parsed.study_instance_uid}/{parsed.series_instance_uid}/"
         f"{parsed.sop_instance_uid}.{parsed.identity}.dcm"
     )
+
+
+def key_identity(key: str) -> str | None:
+    """The dataset identity a blob key names (None for a key of another form).
+    A blob that does not hash to it was damaged, or cut short by a crash."""
+    found = _KEY_IDENTITY.search(key)
+    return found.group(1) if found else None
 
 
 def prepare_file(path: str) -> ParsedInstance:

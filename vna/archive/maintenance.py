@@ -8,9 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeGuard
 
+from vna.archive.instance import key_identity
 from vna.archive.service import BLOB_PREFIX, Archive, unlink_quietly
 from vna.dicom import parse_part10
-from vna.errors import VnaError
+from vna.errors import IntegrityError, VnaError
 from vna.index.base import AddOutcome, DuplicatePolicy, InstanceRecord
 from vna.storage.base import BlobInfo
 
@@ -106,7 +107,10 @@ def _failed(rec: InstanceRecord | VnaError) -> TypeGuard[VnaError]:
 
 async def _record(archive: Archive, blob: BlobInfo) -> InstanceRecord | VnaError:
     """The row ``blob`` implies, read where it lies on a local store (else
-    through a spool file), or why it cannot be read."""
+    through a spool file), or why it cannot be read.  A blob that is not the
+    dataset its key names is refused: a crash can leave a blob named before all
+    of its data was written (``FileStore.put_files_blocking``), and one that
+    still parses (its pixel data lost) must not come back as an instance."""
     local = getattr(archive.store, "local_path_blocking", None)
     path = None
     try:
@@ -115,6 +119,9 @@ async def _record(archive: Archive, blob: BlobInfo) -> InstanceRecord | VnaError
         else:
             source = path = await archive.spool(archive.store.stream(blob.key))
         parsed = await archive.run(parse_part10, source)
+        named = key_identity(blob.key)
+        if named is not None and named != parsed.identity:
+            raise IntegrityError("not the dataset its key names: damaged, or cut short by a crash")
         return parsed.to_record(blob.key, stored_at=blob.mtime, source="reindex")
     except VnaError as exc:
         return exc

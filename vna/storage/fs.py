@@ -8,6 +8,10 @@ most a stray temp file.  Durability barriers are shared by concurrent writers
 (``GroupSync``): the same guarantee as an fsync each, at the cost of one.
 The first key segment ``.vna-tmp`` is therefore reserved.
 
+The one exception is the batched ``put_files_blocking``, which names its files
+before their single barrier: see there for what a crash can leave, and how the
+archive mends it.
+
 Each public coroutine does its blocking work in exactly one ``asyncio.to_thread``
 call (``stream`` and ``list`` hop once per chunk/batch), because ``get`` of a
 small range is on the tile server's hot path: open + pread + close, one hop.
@@ -310,13 +314,13 @@ class FileStore:
         makes their data and their names durable together before the caller is
         answered: one flush a batch instead of two, which took STOW-RS with
         ``--workers 4`` from about 1,120 to 1,280 instances/s on 2 cores
-        (``benchmarks/README.md``).  The price: a crash
-        before that barrier may leave a name whose data was not all written.  No
-        index row points at it (rows are committed after the barrier), but a later
-        store of the same key finds it.  So the spool file of a key already taken
-        (``existed``) is left in place: the caller checks the blob there before
-        trusting it, and puts its own in its place with ``replace_blocking`` when
-        the check fails.  Every source file not moved in is the caller's to delete."""
+        (``benchmarks/README.md``).  The price: a crash before that barrier may
+        leave a name whose data was not all written.  No index row points at it
+        (rows are committed after the barrier), but a later store of the same key
+        finds it.  So the spool file of a key already taken (``existed``) is left
+        in place: the caller checks the blob there before trusting it, and puts
+        its own in its place with ``replace_blocking`` when the check fails.
+        Every source file not moved in is the caller's to delete."""
         answers: dict[int, BlobInfo | VnaError] = {}
         local: list[tuple[int, tuple[str, str, str]]] = []
         for i, (key, src) in enumerate(items):

@@ -40,6 +40,22 @@ def wait_for(server, headers, predicate, **params) -> list[dict]:
         time.sleep(0.1)
 
 
+def test_a_stow_of_several_studies_is_one_store_event_per_study(secure_server):  # noqa: F811
+    """One STOW-RS request holding two studies and a part that fails: an auditor
+    asking about either study finds the store, with the request's counts."""
+    s = secure_server
+    one, two = td.make_ct(seed=41), td.make_ct(seed=42)
+    assert one.StudyInstanceUID != two.StudyInstanceUID
+    uploader, auditor = make_key(s, "uploader", "A"), make_key(s, "auditor")
+    parts = [td.to_bytes(one), td.not_dicom(), td.to_bytes(two)]
+    assert stow(s, uploader, *parts).status_code == 202
+    for ds in (one, two):
+        items = wait_for(s, auditor, bool, study=ds.StudyInstanceUID, action="store")
+        assert [(i["study_uid"], i["detail"]) for i in items] == [
+            (ds.StudyInstanceUID, "2 stored, 1 failed")
+        ]
+
+
 def test_accesses_are_recorded_and_readable_by_auditors(secure_server):  # noqa: F811
     s = secure_server
     start = time.time()

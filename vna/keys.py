@@ -17,3 +17,5 @@ ARCHIVE = web.AppKey("archive", Archive)
 PERMISSIONS = web.AppKey("permissions", dict[AbstractRoute, str])
 # True in the one serving process that owns the DIMSE service and background work
 PRIMARY = web.AppKey("primary", bool)
+# on a STOW-RS answer, for its audit record: (stored, failed, sorted study UIDs)
+STOW_OUTCOME = web.ResponseKey("stow_outcome", tuple)

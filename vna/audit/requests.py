@@ -20,7 +20,7 @@ from vna.auth.roles import AUDIT as AUDIT_PERMISSION
 from vna.auth.roles import PRINCIPAL, SLIDE_PREFIXES, RoutePolicy
 from vna.errors import VnaError
 from vna.index.security import AuditRecord
-from vna.keys import INDEX
+from vna.keys import INDEX, STOW_OUTCOME
 from vna.web import ADMIN, STORE
 
 STUDY_IN_URL = re.compile(r"/studies/([0-9.]+)")
@@ -192,6 +192,11 @@ def _dedupe_key(rec: AuditRecord) -> Hashable | None:
 
 def _per_study(rec: AuditRecord, response: web.StreamResponse) -> list[AuditRecord]:
     """A STOW-RS answer names the studies stored (RetrieveURLs): one event each."""
+    outcome = response.get(STOW_OUTCOME)
+    if outcome is not None:  # as the handler left it, rather than the answer parsed again
+        stored, failed, studies = outcome
+        rec.detail = f"{stored} stored, {failed} failed"
+        return [rec] if rec.study_uid else _one_per_study(rec, list(studies))
     body = getattr(response, "body", None)
     if not isinstance(body, bytes | bytearray):
         return [rec]
@@ -206,12 +211,13 @@ def _per_study(rec: AuditRecord, response: web.StreamResponse) -> list[AuditReco
     rec.detail = f"{len(stored)} stored, {len(failed)} failed"
     if rec.study_uid:
         return [rec]
-    studies = sorted(set(STUDY_IN_URL.findall(body.decode("utf-8", "replace"))))
-    out = []
-    for study in studies[:100] or [None]:
-        one = AuditRecord(**{**_fields(rec), "study_uid": study})
-        out.append(one)
-    return out
+    return _one_per_study(rec, sorted(set(STUDY_IN_URL.findall(body.decode("utf-8", "replace")))))
+
+
+def _one_per_study(rec: AuditRecord, studies: list[str]) -> list[AuditRecord]:
+    return [
+        AuditRecord(**{**_fields(rec), "study_uid": study}) for study in studies[:100] or [None]
+    ]
 
 
 def _fields(rec: AuditRecord) -> dict:

@@ -439,3 +439,38 @@ def test_deflate_bomb_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     path.write_bytes(header + body)
     with pytest.raises(InvalidDicom, match="inflates beyond"):
         parse_part10(path)
+
+
+def test_file_meta_fast_path_reads_what_the_walk_reads() -> None:
+    """``read_file_meta`` reads a whole explicit VR file meta group from the bytes
+    in memory in one loop; on every test file, and on every truncation of one, it
+    answers (or refuses) exactly as the general walk does."""
+    from vna.dicom import walk
+    from vna.dicom.parse import HEAD_BYTES
+
+    def both(data: bytes, head: bytes) -> tuple[object, object]:
+        answers = []
+        for fast in (True, False):
+            saved = walk._meta_in_head
+            if not fast:
+                walk._meta_in_head = lambda head, size: None
+            try:
+                answers.append(walk.read_file_meta(io.BytesIO(data), len(data), head))
+            except InvalidDicom as exc:
+                answers.append(("refused", str(exc)))
+            finally:
+                walk._meta_in_head = saved
+        return answers[0], answers[1]
+
+    files = [Path(f).read_bytes() for f in td.pydicom_test_files()]
+    fast_hits = 0
+    for data in files:
+        for head in (data[:HEAD_BYTES], data[:200], b""):
+            fast, walked = both(data, head)
+            assert fast == walked
+            fast_hits += walk._meta_in_head(head, len(data)) is not None
+    assert fast_hits > len(files) // 2
+    data = td.to_bytes(td.make_ct(seed=3))
+    for cut in range(0, 400, 3):
+        fast, walked = both(data[:cut], data[:cut])
+        assert fast == walked, cut

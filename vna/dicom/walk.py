@@ -202,10 +202,46 @@ def detect_implicit(
     return fp.read(2) not in VALID_VRS
 
 
+_META_HEADER = struct.Struct("<HH2sH").unpack_from
+_META_U32 = struct.Struct("<L").unpack_from
+
+
+def _meta_in_head(head: bytes, size: int) -> tuple[dict[int, bytes], int] | None:
+    """``read_file_meta`` of a well-formed, explicit VR file meta group held whole
+    in ``head``, in one tight loop (every stored instance pays for this); None for
+    anything else, which the general walk below reads or refuses as it always did."""
+    n = len(head)
+    if n < 140 or head[128:132] != b"DICM" or head[136:138] not in VALID_VRS:
+        return None
+    meta: dict[int, bytes] = {}
+    pos = 132
+    while pos + 8 <= n:
+        group, element, vr, length = _META_HEADER(head, pos)
+        if group != 0x0002:
+            break
+        start = pos + 8
+        if vr in LONG_VRS:
+            if pos + 12 > n:
+                return None
+            (length,) = _META_U32(head, start)
+            start += 4
+        elif vr not in VALID_VRS:
+            return None
+        if start + length > n:  # runs past the head (or undefined): the walk decides
+            return None
+        meta[group << 16 | element] = head[start : start + length]
+        pos = start + length
+    if not meta or (pos + 8 > n and n < size):  # nothing, or the group may go on
+        return None
+    return meta, pos
+
+
 def read_file_meta(fp: BinaryIO, size: int, head: bytes = b"") -> tuple[dict[int, bytes], int]:
     """The file meta group's values (tag -> raw bytes) and the offset where the
     dataset starts.  Raises InvalidDicom when there is no Part-10 header.  ``head``
     (the first bytes of ``fp``, if the caller has them) saves reads."""
+    if (found := _meta_in_head(head, size)) is not None:
+        return found
     if len(head) >= 132:
         prefix = head[:132]
     else:

@@ -192,32 +192,34 @@ def _dedupe_key(rec: AuditRecord) -> Hashable | None:
 
 def _per_study(rec: AuditRecord, response: web.StreamResponse) -> list[AuditRecord]:
     """A STOW-RS answer names the studies stored (RetrieveURLs): one event each."""
-    outcome = response.get(STOW_OUTCOME)
-    if outcome is not None:  # as the handler left it, rather than the answer parsed again
-        stored, failed, studies = outcome
-        rec.detail = f"{stored} stored, {failed} failed"
-        return [rec] if rec.study_uid else _one_per_study(rec, list(studies))
-    body = getattr(response, "body", None)
-    if not isinstance(body, bytes | bytearray):
+    # as the handler left it; else (an error answer) from the answer parsed again
+    outcome = response.get(STOW_OUTCOME) or _outcome_in_answer(response)
+    if outcome is None:
         return [rec]
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        return [rec]
-    if not isinstance(answer, dict):
-        return [rec]
-    stored = answer.get("00081199", {}).get("Value", [])
-    failed = answer.get("00081198", {}).get("Value", [])
-    rec.detail = f"{len(stored)} stored, {len(failed)} failed"
+    stored, failed, studies = outcome
+    rec.detail = f"{stored} stored, {failed} failed"
     if rec.study_uid:
         return [rec]
-    return _one_per_study(rec, sorted(set(STUDY_IN_URL.findall(body.decode("utf-8", "replace")))))
-
-
-def _one_per_study(rec: AuditRecord, studies: list[str]) -> list[AuditRecord]:
     return [
         AuditRecord(**{**_fields(rec), "study_uid": study}) for study in studies[:100] or [None]
     ]
+
+
+def _outcome_in_answer(response: web.StreamResponse) -> tuple[int, int, list[str]] | None:
+    """(stored, failed, studies) read back from a DICOM JSON answer, if it is one."""
+    body = getattr(response, "body", None)
+    if not isinstance(body, bytes | bytearray):
+        return None
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(answer, dict):
+        return None
+    stored = answer.get("00081199", {}).get("Value", [])
+    failed = answer.get("00081198", {}).get("Value", [])
+    studies = sorted(set(STUDY_IN_URL.findall(body.decode("utf-8", "replace"))))
+    return len(stored), len(failed), studies
 
 
 def _fields(rec: AuditRecord) -> dict:

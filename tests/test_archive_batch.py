@@ -195,15 +195,14 @@ async def test_a_blob_written_by_another_process_is_kept_and_described(tmp_path:
         assert report.checked == 1 and report.ok, report
 
 
-def _torn_copies(data: bytes) -> dict[str, bytes]:
+def _torn_copies(data: bytes, pixel_bytes: int) -> dict[str, bytes]:
     """What a crash between naming a blob and flushing it can leave at the name
     (ext4 or XFS after a power cut): nothing, the head only, or the right length
     with blocks never written, read back as zeros (here: the pixel data)."""
-    pixels = len(data) - 64 * 64 * 2  # make_ct's 64 x 64 16-bit pixels end the file
     return {
         "empty": b"",
         "head only": data[:4096],
-        "pixels lost": data[:pixels] + bytes(len(data) - pixels),
+        "pixels lost": td.pixels_lost(data, pixel_bytes),
     }
 
 
@@ -219,7 +218,8 @@ async def test_a_blob_a_crash_left_partly_written_is_replaced(tmp_path: Path) ->
             spooled = tmp_path / f"{n}.dcm"
             spooled.write_bytes(data)
             key = blob_key(parse_part10(str(spooled)))
-            await archive.store.put(key, _torn_copies(data)[kind])  # the crash's remains
+            torn = _torn_copies(data, len(ds.PixelData))[kind]
+            await archive.store.put(key, torn)  # the crash's remains
 
             [result] = await archive.store_batch([data])
             assert result.ok and result.outcome is AddOutcome.STORED, (kind, result.error)

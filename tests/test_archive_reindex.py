@@ -126,10 +126,10 @@ async def test_reindex_refuses_a_blob_that_is_not_the_dataset_its_key_names(
     pixel data never written (zeros).  It still parses, but it must not come
     back as an instance: its key names another dataset identity."""
     kept = await _store(archive, 85)
-    data = td.to_bytes(td.make_ct(seed=86))
+    ds = td.make_ct(seed=86)
+    data = td.to_bytes(ds)
     key = blob_key(parse_part10_bytes(data))
-    pixels = len(data) - 64 * 64 * 2
-    await archive.store.put(key, data[:pixels] + bytes(len(data) - pixels))
+    await archive.store.put(key, td.pixels_lost(data, len(ds.PixelData)))
     report = await reindex(archive)
     assert [k for k, _ in report.failed] == [key]
     assert "key names" in report.failed[0][1]

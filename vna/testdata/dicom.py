@@ -428,6 +428,13 @@ def truncated(data: bytes, at: int | None = None) -> bytes:
     return data[:at]
 
 
+def pixels_lost(data: bytes, pixel_bytes: int) -> bytes:
+    """``data`` with its last ``pixel_bytes`` (the Pixel Data value, which ends the
+    instances made here) zeroed: the right length, the data never written, as a
+    power cut can leave a file named before it was flushed."""
+    return data[:-pixel_bytes] + bytes(pixel_bytes)
+
+
 def not_dicom() -> bytes:
     """Bytes that are plainly not DICOM (a PNG signature and some text)."""
     return b"\x89PNG\r\n\x1a\n" + b"this is not a DICOM file " * 20
